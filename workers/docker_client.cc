@@ -1,1 +1,856 @@
-// (in progress)
+#include "docker_client.h"
+
+#include <curl/curl.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cctype>
+#include <charconv>
+#include <cstring>
+#include <memory>
+#include <nlohmann/json.hpp>
+
+namespace drover {
+namespace {
+
+using Json = nlohmann::json;
+
+// Ordinary calls are quick; one that takes this long means the daemon is
+// stuck, which the caller should hear about rather than wait forever.
+constexpr long kCallTimeoutMs = 120'000;
+constexpr long kConnectTimeoutMs = 10'000;
+// Buffered bodies (inspect, lists, errors) are small; cap them before they
+// can exhaust memory.
+constexpr size_t kMaxBodyBytes = 32 << 20;
+
+void GlobalInitOnce() {
+  static std::once_flag once;
+  std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
+}
+
+std::string PercentEncode(std::string_view s) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : s) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+      out += static_cast<char>(c);
+    } else {
+      out += '%';
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+    }
+  }
+  return out;
+}
+
+std::string Base64Url(std::string_view in) {
+  static constexpr char kAlphabet[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  std::string out;
+  size_t i = 0;
+  for (; i + 2 < in.size(); i += 3) {
+    uint32_t n =
+        (uint8_t(in[i]) << 16) | (uint8_t(in[i + 1]) << 8) | uint8_t(in[i + 2]);
+    for (int shift : {18, 12, 6, 0}) out += kAlphabet[(n >> shift) & 63];
+  }
+  if (i + 1 == in.size()) {
+    uint32_t n = uint8_t(in[i]) << 16;
+    out += kAlphabet[(n >> 18) & 63];
+    out += kAlphabet[(n >> 12) & 63];
+    out += "==";
+  } else if (i + 2 == in.size()) {
+    uint32_t n = (uint8_t(in[i]) << 16) | (uint8_t(in[i + 1]) << 8);
+    out += kAlphabet[(n >> 18) & 63];
+    out += kAlphabet[(n >> 12) & 63];
+    out += kAlphabet[(n >> 6) & 63];
+    out += '=';
+  }
+  return out;
+}
+
+// "1.41" -> {1, 41}; {0, 0} when it does not parse.
+std::pair<int, int> ParseVersion(std::string_view v) {
+  int major = 0, minor = 0;
+  auto dot = v.find('.');
+  if (dot == std::string_view::npos) return {0, 0};
+  std::from_chars(v.data(), v.data() + dot, major);
+  std::from_chars(v.data() + dot + 1, v.data() + v.size(), minor);
+  return {major, minor};
+}
+
+// Readers that tolerate a missing key or a value of another type, so no
+// answer of the daemon can make nlohmann-json throw.
+const Json* Field(const Json& j, const char* key) {
+  if (!j.is_object()) return nullptr;
+  auto it = j.find(key);
+  return it == j.end() ? nullptr : &*it;
+}
+
+std::string Str(const Json& j, const char* key) {
+  const Json* f = Field(j, key);
+  return f && f->is_string() ? f->get<std::string>() : std::string();
+}
+
+int64_t Int(const Json& j, const char* key, int64_t fallback) {
+  const Json* f = Field(j, key);
+  return f && f->is_number_integer() ? f->get<int64_t>() : fallback;
+}
+
+bool Bool(const Json& j, const char* key) {
+  const Json* f = Field(j, key);
+  return f && f->is_boolean() && f->get<bool>();
+}
+
+// Invalid UTF-8 (say, in an env value) is replaced rather than thrown on.
+std::string Dump(const Json& j) {
+  return j.dump(-1, ' ', false, Json::error_handler_t::replace);
+}
+
+// The daemon's error JSON is {"message": "..."}; fall back to the raw body.
+std::string ErrorMessage(const std::string& body) {
+  Json j = Json::parse(body, nullptr, false);
+  if (std::string m = Str(j, "message"); !m.empty()) return m;
+  std::string text = body.substr(0, 500);
+  while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) {
+    text.pop_back();
+  }
+  return text.empty() ? "(no message)" : text;
+}
+
+Status HttpError(long http_status, const std::string& body) {
+  std::string message = ErrorMessage(body);
+  switch (http_status) {
+    case 400:
+      return Status::InvalidArgument(std::move(message));
+    case 401:
+    case 403:
+      return Status::PermissionDenied(std::move(message));
+    case 404:
+      return Status::NotFound(std::move(message));
+    case 409:
+      return Status::FailedPrecondition(std::move(message));
+    default:
+      return Status::IOError(std::move(message));
+  }
+}
+
+Result<Json> ParseJson(const std::string& body, std::string_view what) {
+  Json j = Json::parse(body, nullptr, false);
+  if (j.is_discarded()) {
+    return Status::Corruption("Docker daemon sent malformed JSON for " +
+                              std::string(what));
+  }
+  return j;
+}
+
+std::map<std::string, std::string> Labels(const Json& j) {
+  std::map<std::string, std::string> labels;
+  if (!j.is_object()) return labels;
+  for (auto& [k, v] : j.items()) {
+    if (v.is_string()) labels[k] = v.get<std::string>();
+  }
+  return labels;
+}
+
+// The registry an image name refers to: its first path component when that
+// looks like a host (has '.' or ':' or is localhost), else Docker Hub.
+std::string RegistryOf(std::string_view repo) {
+  auto slash = repo.find('/');
+  if (slash != std::string_view::npos) {
+    std::string_view first = repo.substr(0, slash);
+    if (first.find_first_of(".:") != std::string_view::npos ||
+        first == "localhost") {
+      return std::string(first);
+    }
+  }
+  return "docker.io";
+}
+
+// "https://index.docker.io/v1/" -> "docker.io"; "host:5000/" -> "host:5000".
+std::string RegistryHost(std::string_view address) {
+  if (auto scheme = address.find("://"); scheme != std::string_view::npos) {
+    address.remove_prefix(scheme + 3);
+  }
+  address = address.substr(0, address.find('/'));
+  if (address == "index.docker.io" || address == "registry-1.docker.io") {
+    return "docker.io";
+  }
+  return std::string(address);
+}
+
+std::string LabelFilter(std::string_view label) {
+  return PercentEncode(Dump(Json{{"label", {std::string(label)}}}));
+}
+
+void WriteOctal(char* field, size_t width, uint64_t value) {
+  // width-1 octal digits and a NUL, as ustar wants.
+  std::string digits(width - 1, '0');
+  for (size_t i = width - 1; i-- > 0 && value != 0; value >>= 3) {
+    digits[i] = static_cast<char>('0' + (value & 7));
+  }
+  std::memcpy(field, digits.data(), width - 1);
+  field[width - 1] = '\0';
+}
+
+std::string TarHeader(std::string_view name, uint32_t mode, uint64_t size,
+                      char type) {
+  std::string h(512, '\0');
+  std::memcpy(h.data(), name.data(), std::min<size_t>(name.size(), 99));
+  WriteOctal(&h[100], 8, mode);
+  WriteOctal(&h[108], 8, 0);  // uid
+  WriteOctal(&h[116], 8, 0);  // gid
+  WriteOctal(&h[124], 12, size);
+  WriteOctal(&h[136], 12, 0);  // mtime
+  h[156] = type;
+  std::memcpy(&h[257],
+              "ustar\0"
+              "00",
+              8);
+  std::memset(&h[148], ' ', 8);  // the checksum counts its field as spaces
+  unsigned sum = 0;
+  for (unsigned char c : h) sum += c;
+  WriteOctal(&h[148], 7, sum);
+  h[155] = ' ';
+  return h;
+}
+
+uint64_t ParseTarNumber(std::string_view field) {
+  uint64_t value = 0;
+  if (!field.empty() && (static_cast<unsigned char>(field[0]) & 0x80)) {
+    // GNU base-256 for values too large for octal.
+    for (size_t i = 1; i < field.size(); ++i) {
+      value = (value << 8) | static_cast<unsigned char>(field[i]);
+    }
+    return value;
+  }
+  for (char c : field) {
+    if (c >= '0' && c <= '7') {
+      value = value * 8 + static_cast<uint64_t>(c - '0');
+    } else if (c == '\0' || (c == ' ' && value != 0)) {
+      break;
+    }
+  }
+  return value;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// StreamDemuxer
+
+StreamDemuxer::StreamDemuxer(ChunkFn on_stdout, ChunkFn on_stderr,
+                             ChunkFn on_system)
+    : on_stdout_(std::move(on_stdout)),
+      on_stderr_(std::move(on_stderr)),
+      on_system_(std::move(on_system)) {}
+
+void StreamDemuxer::Feed(std::string_view data) {
+  while (!data.empty()) {
+    if (remaining_ == 0) {
+      size_t take = std::min(data.size(), sizeof(header_) - header_len_);
+      std::memcpy(header_ + header_len_, data.data(), take);
+      header_len_ += take;
+      data.remove_prefix(take);
+      if (header_len_ < sizeof(header_)) return;
+      header_len_ = 0;
+      type_ = header_[0];
+      remaining_ = (uint32_t{header_[4]} << 24) | (uint32_t{header_[5]} << 16) |
+                   (uint32_t{header_[6]} << 8) | uint32_t{header_[7]};
+      continue;
+    }
+    size_t take = std::min<size_t>(data.size(), remaining_);
+    std::string_view payload = data.substr(0, take);
+    data.remove_prefix(take);
+    remaining_ -= static_cast<uint32_t>(take);
+    const ChunkFn* sink = type_ == 2   ? &on_stderr_
+                          : type_ == 3 ? &on_system_
+                                       : &on_stdout_;
+    if (*sink) (*sink)(payload);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Tar
+
+bool TarFileReader::Feed(std::string_view data) {
+  while (!data.empty() && !done_ && error_.empty()) {
+    if (padding_left_ > 0 && entry_left_ == 0) {
+      size_t skip = std::min<uint64_t>(padding_left_, data.size());
+      padding_left_ -= skip;
+      data.remove_prefix(skip);
+      continue;
+    }
+    if (entry_left_ > 0) {
+      size_t take = std::min<uint64_t>(entry_left_, data.size());
+      if (in_file_) {
+        size_t room = max_bytes_ - contents_.size();
+        contents_.append(data.substr(0, std::min(take, room)));
+        if (take > room) {
+          truncated_ = true;
+          done_ = true;
+          return false;
+        }
+      }
+      entry_left_ -= take;
+      data.remove_prefix(take);
+      if (entry_left_ == 0 && in_file_) {
+        done_ = true;
+        return false;
+      }
+      continue;
+    }
+    size_t take = std::min(data.size(), 512 - header_.size());
+    header_.append(data.substr(0, take));
+    data.remove_prefix(take);
+    if (header_.size() < 512) break;
+    std::string block = std::move(header_);
+    header_.clear();
+    if (block.find_first_not_of('\0') == std::string::npos) {
+      done_ = true;  // end-of-archive marker: no regular file in it
+      return false;
+    }
+    unsigned stored = static_cast<unsigned>(
+        ParseTarNumber(std::string_view(block).substr(148, 8)));
+    std::memset(block.data() + 148, ' ', 8);
+    unsigned sum = 0;
+    for (unsigned char c : block) sum += c;
+    if (sum != stored) {
+      error_ = "not a tar archive (bad header checksum)";
+      return false;
+    }
+    uint64_t size = ParseTarNumber(std::string_view(block).substr(124, 12));
+    char type = block[156];
+    in_file_ = type == '0' || type == '\0';
+    found_ = found_ || in_file_;
+    entry_left_ = size;
+    padding_left_ = (512 - size % 512) % 512;
+    if (in_file_ && size == 0) {
+      done_ = true;
+      return false;
+    }
+  }
+  return !done_ && error_.empty();
+}
+
+std::string MakeTarWithFile(std::string_view dir, uint32_t dir_mode,
+                            std::string_view file, uint32_t file_mode,
+                            std::string_view contents) {
+  std::string tar = TarHeader(std::string(dir) + "/", dir_mode, 0, '5');
+  tar += TarHeader(std::string(dir) + "/" + std::string(file), file_mode,
+                   contents.size(), '0');
+  tar += contents;
+  tar.append((512 - contents.size() % 512) % 512, '\0');
+  tar.append(1024, '\0');
+  return tar;
+}
+
+std::pair<std::string, std::string> SplitImageReference(
+    std::string_view image) {
+  auto at = image.find('@');
+  if (at != std::string_view::npos) {
+    return {std::string(image.substr(0, at)),
+            std::string(image.substr(at + 1))};
+  }
+  auto slash = image.rfind('/');
+  auto colon = image.rfind(':');
+  if (colon != std::string_view::npos &&
+      (slash == std::string_view::npos || colon > slash)) {
+    return {std::string(image.substr(0, colon)),
+            std::string(image.substr(colon + 1))};
+  }
+  return {std::string(image), "latest"};
+}
+
+// ---------------------------------------------------------------------------
+// DockerClient: transport
+
+struct DockerClient::Request {
+  std::string method = "GET";
+  std::string path;
+  bool versioned = true;
+  std::string body;
+  std::string content_type = "application/json";
+  std::vector<std::string> headers;
+  // Streams a successful (2xx) body here instead of buffering it; return
+  // false to stop the transfer early.
+  std::function<bool(std::string_view)> sink;
+  const CancelFn* cancel = nullptr;
+  long timeout_ms = kCallTimeoutMs;  // 0: none (streams)
+};
+
+namespace {
+
+struct Transfer {
+  CURL* curl = nullptr;
+  const std::function<bool(std::string_view)>* sink = nullptr;
+  const CancelFn* cancel = nullptr;
+  std::string* body = nullptr;
+  bool stopped_by_sink = false;
+  bool cancelled = false;
+  bool overflow = false;
+};
+
+size_t OnWrite(char* data, size_t size, size_t count, void* user) {
+  auto* t = static_cast<Transfer*>(user);
+  size_t n = size * count;
+  if (t->cancel && *t->cancel && (*t->cancel)()) {
+    t->cancelled = true;
+    return 0;
+  }
+  long http_status = 0;
+  curl_easy_getinfo(t->curl, CURLINFO_RESPONSE_CODE, &http_status);
+  if (t->sink && *t->sink && http_status >= 200 && http_status < 300) {
+    if (!(*t->sink)(std::string_view(data, n))) {
+      t->stopped_by_sink = true;
+      return 0;
+    }
+    return n;
+  }
+  if (t->body->size() + n > kMaxBodyBytes) {
+    t->overflow = true;
+    return 0;
+  }
+  t->body->append(data, n);
+  return n;
+}
+
+int OnProgress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
+  auto* t = static_cast<Transfer*>(user);
+  if (t->cancel && *t->cancel && (*t->cancel)()) {
+    t->cancelled = true;
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace
+
+DockerClient::DockerClient(std::string socket_path)
+    : socket_path_(std::move(socket_path)) {
+  GlobalInitOnce();
+}
+
+Status DockerClient::Unreachable(std::string_view why) const {
+  return Status::Unavailable("Docker daemon not reachable at " + socket_path_ +
+                             ": " + std::string(why));
+}
+
+std::string DockerClient::Url(std::string_view path, bool versioned) {
+  std::string url = "http://localhost";
+  if (versioned) {
+    std::lock_guard lock(mu_);
+    url += "/v" + api_version_;
+  }
+  url += path;
+  return url;
+}
+
+Result<DockerClient::Response> DockerClient::Perform(Request& request) {
+  if (request.versioned) {
+    Result<std::string> version = ApiVersion();
+    if (!version.ok()) return version.status();
+  }
+  std::unique_ptr<CURL, decltype(&curl_easy_cleanup)> curl(curl_easy_init(),
+                                                           curl_easy_cleanup);
+  if (!curl) return Status::Internal("curl_easy_init failed");
+  Response response;
+  Transfer t;
+  t.curl = curl.get();
+  t.sink = &request.sink;
+  t.cancel = request.cancel;
+  t.body = &response.body;
+
+  curl_slist* raw_headers = nullptr;
+  for (const std::string& h : request.headers) {
+    raw_headers = curl_slist_append(raw_headers, h.c_str());
+  }
+  if (!request.body.empty()) {
+    raw_headers = curl_slist_append(
+        raw_headers, ("Content-Type: " + request.content_type).c_str());
+  }
+  raw_headers = curl_slist_append(raw_headers, "Expect:");
+  std::unique_ptr<curl_slist, decltype(&curl_slist_free_all)> headers(
+      raw_headers, curl_slist_free_all);
+
+  std::string url = Url(request.path, request.versioned);
+  char error_buffer[CURL_ERROR_SIZE] = {};
+  CURL* c = curl.get();
+  curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, socket_path_.c_str());
+  curl_easy_setopt(c, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);  // we run on many threads
+  curl_easy_setopt(c, CURLOPT_ERRORBUFFER, error_buffer);
+  curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, kConnectTimeoutMs);
+  curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, request.timeout_ms);
+  curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers.get());
+  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, OnWrite);
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, &t);
+  curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+  curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, OnProgress);
+  curl_easy_setopt(c, CURLOPT_XFERINFODATA, &t);
+  if (request.method == "POST" || request.method == "PUT") {
+    curl_easy_setopt(c, CURLOPT_POST, 1L);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE,
+                     static_cast<curl_off_t>(request.body.size()));
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, request.body.data());
+  }
+  if (request.method != "GET" && request.method != "POST") {
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, request.method.c_str());
+  }
+
+  CURLcode code = curl_easy_perform(c);
+  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &response.http_status);
+  if (code != CURLE_OK && !(code == CURLE_WRITE_ERROR && t.stopped_by_sink)) {
+    if (t.cancelled) {
+      return Status::Timeout("Docker API call " + request.method + " " +
+                             request.path + " cancelled");
+    }
+    if (t.overflow) {
+      return Status::Corruption("Docker daemon's answer to " + request.path +
+                                " exceeds " + std::to_string(kMaxBodyBytes) +
+                                " bytes");
+    }
+    {
+      // The daemon may have been replaced by one of another version.
+      std::lock_guard lock(mu_);
+      api_version_.clear();
+    }
+    if (code == CURLE_COULDNT_CONNECT) {
+      struct stat st;
+      if (::stat(socket_path_.c_str(), &st) != 0) {
+        return Unreachable("no such socket");
+      }
+      long os_errno = 0;
+      curl_easy_getinfo(c, CURLINFO_OS_ERRNO, &os_errno);
+      return Unreachable(os_errno != 0
+                             ? std::strerror(static_cast<int>(os_errno))
+                             : curl_easy_strerror(code));
+    }
+    if (code == CURLE_OPERATION_TIMEDOUT) {
+      return Unreachable("no answer to " + request.method + " " + request.path +
+                         " within " +
+                         std::to_string(request.timeout_ms / 1000) + " s");
+    }
+    return Unreachable(
+        std::string("connection failed during ") + request.method + " " +
+        request.path + ": " +
+        (error_buffer[0] ? error_buffer : curl_easy_strerror(code)));
+  }
+  // 304: already started / already stopped, which is what was asked for.
+  if (response.http_status >= 300 && response.http_status != 304) {
+    return HttpError(response.http_status, response.body);
+  }
+  return response;
+}
+
+Result<DockerClient::Response> DockerClient::Call(std::string method,
+                                                  std::string path,
+                                                  std::string body,
+                                                  bool versioned) {
+  Request request;
+  request.method = std::move(method);
+  request.path = std::move(path);
+  request.body = std::move(body);
+  request.versioned = versioned;
+  return Perform(request);
+}
+
+Result<std::string> DockerClient::ApiVersion() {
+  {
+    std::lock_guard lock(mu_);
+    if (!api_version_.empty()) return api_version_;
+  }
+  Result<Response> r = Call("GET", "/version", {}, /*versioned=*/false);
+  if (!r.ok()) return r.status();
+  Result<Json> j = ParseJson(r->body, "/version");
+  if (!j.ok()) return j.status();
+  std::string theirs = Str(*j, "ApiVersion");
+  std::string their_min = Str(*j, "MinAPIVersion");
+  std::string version(kDockerMaxApiVersion);
+  if (ParseVersion(theirs) != std::pair{0, 0} &&
+      ParseVersion(theirs) < ParseVersion(version)) {
+    version = theirs;
+  }
+  // A daemon that no longer speaks 1.41 (Docker 29 starts at 1.44) still
+  // accepts the calls used here unchanged at its minimum version.
+  if (ParseVersion(their_min) > ParseVersion(version)) version = their_min;
+  std::lock_guard lock(mu_);
+  api_version_ = version;
+  return version;
+}
+
+// ---------------------------------------------------------------------------
+// DockerClient: calls
+
+Status DockerClient::Ping() {
+  return Call("GET", "/_ping", {}, /*versioned=*/false).status();
+}
+
+Result<bool> DockerClient::ImageExists(const std::string& image) {
+  Result<Response> r = Call("GET", "/images/" + image + "/json");
+  if (r.ok()) return true;
+  if (r.status().code() == Code::kNotFound) return false;
+  return r.status();
+}
+
+Status DockerClient::ImagePull(
+    const std::string& image,
+    const std::optional<RegistryCredentials>& credentials,
+    const ChunkFn& progress, const CancelFn& cancel) {
+  auto [from, tag] = SplitImageReference(image);
+  Request request;
+  request.method = "POST";
+  request.path = "/images/create?fromImage=" + PercentEncode(from) +
+                 "&tag=" + PercentEncode(tag);
+  request.timeout_ms = 0;
+  request.cancel = &cancel;
+  if (credentials && (credentials->server_address.empty() ||
+                      RegistryHost(credentials->server_address) ==
+                          RegistryHost(RegistryOf(from)))) {
+    Json auth = {{"username", credentials->username},
+                 {"password", credentials->password},
+                 {"serveraddress", credentials->server_address}};
+    request.headers.push_back("X-Registry-Auth: " + Base64Url(Dump(auth)));
+  }
+  // The progress stream is one JSON object a line; a failure arrives as a
+  // line with "error" while the HTTP status is already 200.
+  std::string pending;
+  std::string stream_error;
+  auto handle_line = [&](std::string_view line) {
+    if (line.find_first_not_of(" \r\t") == std::string_view::npos) return;
+    Json j = Json::parse(line, nullptr, false);
+    std::string detail;
+    if (const Json* d = Field(j, "errorDetail")) detail = Str(*d, "message");
+    if (!detail.empty()) {
+      stream_error = detail;
+    } else if (std::string e = Str(j, "error"); !e.empty()) {
+      stream_error = e;
+    }
+    if (progress) progress(line);
+  };
+  request.sink = [&](std::string_view data) {
+    pending.append(data);
+    size_t start = 0;
+    for (size_t nl; (nl = pending.find('\n', start)) != std::string::npos;
+         start = nl + 1) {
+      handle_line(std::string_view(pending).substr(start, nl - start));
+    }
+    pending.erase(0, start);
+    return true;
+  };
+  Result<Response> r = Perform(request);
+  if (!r.ok()) return r.status();
+  handle_line(pending);
+  if (!stream_error.empty()) return Status::IOError(stream_error);
+  return Status::Ok();
+}
+
+Status DockerClient::ImageRemove(const std::string& image) {
+  return Call("DELETE", "/images/" + image + "?force=1").status();
+}
+
+Result<std::string> DockerClient::ContainerCreate(
+    const ContainerConfig& config) {
+  Json host = {{"NetworkMode", config.network_mode}, {"AutoRemove", false}};
+  if (config.memory_bytes > 0) {
+    host["Memory"] = config.memory_bytes;
+    // Without this the daemon allows as much swap again.
+    host["MemorySwap"] = config.memory_bytes;
+  }
+  if (config.nano_cpus > 0) host["NanoCpus"] = config.nano_cpus;
+  if (config.init) host["Init"] = true;
+  Json mounts = Json::array();
+  for (const VolumeMount& m : config.mounts) {
+    mounts.push_back(
+        {{"Type", "volume"}, {"Source", m.volume}, {"Target", m.target}});
+  }
+  host["Mounts"] = mounts;
+  Json body = {{"Image", config.image},
+               {"Env", config.env},
+               {"Labels", config.labels},
+               {"HostConfig", host},
+               {"AttachStdout", false},
+               {"AttachStderr", false},
+               {"Tty", false}};
+  if (!config.cmd.empty()) body["Cmd"] = config.cmd;
+  // An empty (not null) Entrypoint clears the image's; null keeps it.
+  if (config.entrypoint) body["Entrypoint"] = *config.entrypoint;
+  if (!config.workdir.empty()) body["WorkingDir"] = config.workdir;
+  if (!config.user.empty()) body["User"] = config.user;
+  std::string path = "/containers/create";
+  if (!config.name.empty()) path += "?name=" + PercentEncode(config.name);
+  Result<Response> r = Call("POST", path, Dump(body));
+  if (!r.ok()) return r.status();
+  Result<Json> j = ParseJson(r->body, "container create");
+  if (!j.ok()) return j.status();
+  std::string id = Str(*j, "Id");
+  if (id.empty()) return Status::Corruption("container create: no Id");
+  return id;
+}
+
+Status DockerClient::ContainerStart(const std::string& id) {
+  return Call("POST", "/containers/" + id + "/start").status();
+}
+
+Status DockerClient::ContainerLogs(const std::string& id,
+                                   const ChunkFn& on_stdout,
+                                   const ChunkFn& on_stderr,
+                                   const CancelFn& cancel) {
+  Request request;
+  request.path = "/containers/" + id + "/logs?follow=1&stdout=1&stderr=1";
+  request.timeout_ms = 0;
+  request.cancel = &cancel;
+  StreamDemuxer demux(on_stdout, on_stderr, on_stderr);
+  request.sink = [&](std::string_view data) {
+    demux.Feed(data);
+    return true;
+  };
+  return Perform(request).status();
+}
+
+Result<int64_t> DockerClient::ContainerWait(const std::string& id,
+                                            const CancelFn& cancel) {
+  Request request;
+  request.method = "POST";
+  request.path = "/containers/" + id + "/wait";
+  request.timeout_ms = 0;
+  request.cancel = &cancel;
+  Result<Response> r = Perform(request);
+  if (!r.ok()) return r.status();
+  Result<Json> j = ParseJson(r->body, "container wait");
+  if (!j.ok()) return j.status();
+  if (const Json* e = Field(*j, "Error")) {
+    std::string message = Str(*e, "Message");
+    if (!message.empty()) return Status::IOError(message);
+  }
+  return Int(*j, "StatusCode", -1);
+}
+
+Result<ContainerState> DockerClient::ContainerInspect(const std::string& id) {
+  Result<Response> r = Call("GET", "/containers/" + id + "/json");
+  if (!r.ok()) return r.status();
+  Result<Json> j = ParseJson(r->body, "container inspect");
+  if (!j.ok()) return j.status();
+  ContainerState state;
+  if (const Json* s = Field(*j, "State")) {
+    state.status = Str(*s, "Status");
+    state.running = Bool(*s, "Running");
+    state.oom_killed = Bool(*s, "OOMKilled");
+    state.exit_code = Int(*s, "ExitCode", -1);
+    state.error = Str(*s, "Error");
+  }
+  return state;
+}
+
+Status DockerClient::ContainerKill(const std::string& id,
+                                   std::string_view signal) {
+  Status s = Call("POST",
+                  "/containers/" + id + "/kill?signal=" + PercentEncode(signal))
+                 .status();
+  // 409: not running, which is what a kill wants anyway.
+  if (s.code() == Code::kFailedPrecondition) return Status::Ok();
+  return s;
+}
+
+Status DockerClient::ContainerStop(const std::string& id, int grace_seconds) {
+  Request request;
+  request.method = "POST";
+  request.path =
+      "/containers/" + id + "/stop?t=" + std::to_string(grace_seconds);
+  request.timeout_ms = kCallTimeoutMs + grace_seconds * 1000L;
+  Result<Response> r = Perform(request);
+  return r.status();  // 304 (already stopped) counts as success
+}
+
+Status DockerClient::ContainerRemove(const std::string& id) {
+  Status s = Call("DELETE", "/containers/" + id + "?force=1&v=1").status();
+  // 404: already gone; 409: a removal is already in progress.
+  if (s.code() == Code::kNotFound || s.code() == Code::kFailedPrecondition) {
+    return Status::Ok();
+  }
+  return s;
+}
+
+Result<std::vector<DockerObject>> DockerClient::ContainerList(
+    std::string_view label) {
+  Result<Response> r =
+      Call("GET", "/containers/json?all=1&filters=" + LabelFilter(label));
+  if (!r.ok()) return r.status();
+  Result<Json> j = ParseJson(r->body, "container list");
+  if (!j.ok()) return j.status();
+  std::vector<DockerObject> out;
+  if (!j->is_array()) return out;
+  for (const Json& c : *j) {
+    DockerObject o;
+    o.id = Str(c, "Id");
+    const Json* names = Field(c, "Names");
+    if (names && names->is_array() && !names->empty() &&
+        (*names)[0].is_string()) {
+      o.name = (*names)[0].get<std::string>();
+      if (!o.name.empty() && o.name[0] == '/') o.name.erase(0, 1);
+    }
+    if (const Json* l = Field(c, "Labels")) o.labels = Labels(*l);
+    out.push_back(std::move(o));
+  }
+  return out;
+}
+
+Status DockerClient::VolumeCreate(
+    const std::string& name, const std::map<std::string, std::string>& labels) {
+  Json body = {{"Name", name}, {"Driver", "local"}, {"Labels", labels}};
+  return Call("POST", "/volumes/create", Dump(body)).status();
+}
+
+Status DockerClient::VolumeRemove(const std::string& name) {
+  Status s = Call("DELETE", "/volumes/" + name + "?force=1").status();
+  if (s.code() == Code::kNotFound) return Status::Ok();
+  return s;
+}
+
+Result<std::vector<DockerObject>> DockerClient::VolumeList(
+    std::string_view label) {
+  Result<Response> r = Call("GET", "/volumes?filters=" + LabelFilter(label));
+  if (!r.ok()) return r.status();
+  Result<Json> j = ParseJson(r->body, "volume list");
+  if (!j.ok()) return j.status();
+  std::vector<DockerObject> out;
+  const Json* volumes = Field(*j, "Volumes");
+  if (!volumes || !volumes->is_array()) return out;
+  for (const Json& v : *volumes) {
+    DockerObject o;
+    o.id = o.name = Str(v, "Name");
+    if (const Json* l = Field(v, "Labels")) o.labels = Labels(*l);
+    out.push_back(std::move(o));
+  }
+  return out;
+}
+
+Status DockerClient::PutArchive(const std::string& id, const std::string& path,
+                                std::string tar) {
+  Request request;
+  request.method = "PUT";
+  request.path = "/containers/" + id + "/archive?path=" + PercentEncode(path);
+  request.body = std::move(tar);
+  request.content_type = "application/x-tar";
+  return Perform(request).status();
+}
+
+Result<std::string> DockerClient::ReadFile(const std::string& id,
+                                           const std::string& path,
+                                           size_t max_bytes) {
+  Request request;
+  request.path = "/containers/" + id + "/archive?path=" + PercentEncode(path);
+  TarFileReader reader(max_bytes);
+  request.sink = [&](std::string_view data) { return reader.Feed(data); };
+  Result<Response> r = Perform(request);
+  if (!r.ok()) return r.status();
+  if (!reader.error().empty()) {
+    return Status::Corruption(path + ": " + reader.error());
+  }
+  if (!reader.found()) return Status::NotFound(path + " is not a regular file");
+  if (!reader.complete()) {
+    return Status::Corruption(path + ": the archive ended inside the file");
+  }
+  return reader.contents();
+}
+
+}  // namespace drover

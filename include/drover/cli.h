@@ -1,0 +1,41 @@
+// What the three executables' main() functions share: exit codes, logging
+// set-up, and applying a --config file under the command-line flags.
+//
+// Call from main() only, before any other thread starts.
+#ifndef DROVER_CLI_H_
+#define DROVER_CLI_H_
+
+#include <CLI/CLI.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "drover/config.h"
+
+namespace drover {
+
+// Exit codes, for all three executables (see the spec).
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitFailed = 1;      // the job or operation failed
+inline constexpr int kExitUsage = 2;       // usage or validation error
+inline constexpr int kExitUnreachable = 3; // scheduler unreachable/timed out
+inline constexpr int kExitAuth = 4;        // authentication refused
+
+// spdlog to stderr: one line per event with its level; colour only on a
+// terminal. `level` is trace, debug, info, warn or error; false if not.
+bool SetUpLogging(const std::string& level, const std::string& name);
+
+// Reads the file named by --config (if given) and sets every option that
+// was not given on the command line from it. `keys` lists the config keys,
+// which are the long flag names. Prints located errors to stderr and
+// returns false when the file has any.
+bool ApplyConfig(CLI::App& app, const std::string& path,
+                 const std::vector<ConfigKey>& keys);
+
+// Parses argv; on --help/--version prints and returns 0, on a usage error
+// prints it and returns kExitUsage; nullopt when the program should run.
+std::optional<int> ParseCommandLine(CLI::App& app, int argc, char** argv);
+
+}  // namespace drover
+
+#endif  // DROVER_CLI_H_

@@ -1,0 +1,50 @@
+// Config files: the optional TOML file each executable reads with
+// `--config FILE`. Keys are the long flag names without dashes; a flag
+// given on the command line overrides the file, which overrides the
+// built-in default. Unknown keys and values of the wrong type are errors
+// located as FILE:LINE:COL, like job-file errors.
+//
+// Thread-safe: pure functions.
+#ifndef DROVER_CONFIG_H_
+#define DROVER_CONFIG_H_
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "drover/job_spec.h"
+
+namespace drover {
+
+enum class ConfigKind {
+  kString,      // a string
+  kInteger,     // a non-negative integer
+  kDuration,    // a duration string, e.g. "1s"
+  kStringList,  // an array of strings (also accepts one string)
+};
+
+struct ConfigKey {
+  std::string name;
+  ConfigKind kind;
+};
+
+// One value from the file, as text (lists: one string each), with where it
+// was, for messages about values that are well-typed but still wrong.
+struct ConfigValue {
+  std::vector<std::string> values;
+  Location where;
+};
+
+struct ConfigFile {
+  std::map<std::string, ConfigValue> values;
+  std::vector<Diagnostic> errors;
+  bool ok() const { return errors.empty(); }
+};
+
+// Reads `path`, checking every key against `keys`.
+ConfigFile ReadConfigFile(const std::string& path,
+                          const std::vector<ConfigKey>& keys);
+
+}  // namespace drover
+
+#endif  // DROVER_CONFIG_H_

@@ -1,0 +1,117 @@
+#include "drover/config.h"
+
+#include <toml++/toml.h>
+
+#include <algorithm>
+
+namespace drover {
+namespace {
+
+Location Where(const toml::node& n) {
+  const auto& b = n.source().begin;
+  return {static_cast<uint32_t>(b.line), static_cast<uint32_t>(b.column)};
+}
+
+size_t EditDistance(const std::string& a, const std::string& b) {
+  std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    cur[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1,
+                         prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
+    }
+    std::swap(prev, cur);
+  }
+  return prev[b.size()];
+}
+
+}  // namespace
+
+ConfigFile ReadConfigFile(const std::string& path,
+                          const std::vector<ConfigKey>& keys) {
+  ConfigFile out;
+  auto error = [&](Location where, std::string message) {
+    out.errors.push_back(Diagnostic{path, where, std::move(message)});
+  };
+  toml::table table;
+  try {
+    table = toml::parse_file(path);
+  } catch (const toml::parse_error& e) {
+    const auto& b = e.source().begin;
+    error({static_cast<uint32_t>(b.line), static_cast<uint32_t>(b.column)},
+          std::string(e.description()));
+    return out;
+  }
+  for (const auto& [key, node] : table) {
+    const std::string name(key.str());
+    auto known = std::find_if(keys.begin(), keys.end(),
+                              [&](const ConfigKey& k) { return k.name == name; });
+    if (known == keys.end()) {
+      std::string best;
+      size_t best_d = 3;
+      for (const ConfigKey& k : keys) {
+        size_t d = EditDistance(name, k.name);
+        if (d < best_d) best_d = d, best = k.name;
+      }
+      error(Where(node), "unknown key '" + name + "'" +
+                             (best.empty() ? "" : "; did you mean '" + best +
+                                                      "'?"));
+      continue;
+    }
+    ConfigValue v;
+    v.where = Where(node);
+    switch (known->kind) {
+      case ConfigKind::kString:
+        if (!node.is_string()) {
+          error(v.where, "'" + name + "' must be a string");
+          continue;
+        }
+        v.values.push_back(std::string(*node.value<std::string>()));
+        break;
+      case ConfigKind::kDuration: {
+        auto s = node.value<std::string>();
+        if (!node.is_string() || !ParseDuration(*s)) {
+          error(v.where, "'" + name +
+                             "' must be a duration string such as \"1s\" or "
+                             "\"500ms\"");
+          continue;
+        }
+        v.values.push_back(*s);
+        break;
+      }
+      case ConfigKind::kInteger: {
+        auto i = node.value<int64_t>();
+        if (!node.is_integer() || *i < 0) {
+          error(v.where, "'" + name + "' must be a non-negative integer");
+          continue;
+        }
+        v.values.push_back(std::to_string(*i));
+        break;
+      }
+      case ConfigKind::kStringList:
+        if (node.is_string()) {
+          v.values.push_back(*node.value<std::string>());
+        } else if (const toml::array* arr = node.as_array()) {
+          bool good = true;
+          for (const auto& el : *arr) {
+            if (!el.is_string()) {
+              error(Where(el), "'" + name + "' must hold only strings");
+              good = false;
+              break;
+            }
+            v.values.push_back(*el.value<std::string>());
+          }
+          if (!good) continue;
+        } else {
+          error(v.where, "'" + name + "' must be an array of strings");
+          continue;
+        }
+        break;
+    }
+    out.values[name] = std::move(v);
+  }
+  return out;
+}
+
+}  // namespace drover

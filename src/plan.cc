@@ -1,0 +1,772 @@
+#include "plan.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "drover/clock.h"
+#include "drover/expression.h"
+
+namespace drover {
+
+namespace {
+constexpr std::string_view kRequeuedPrefix = "requeued: ";
+constexpr std::string_view kRedacted = "[redacted]";
+}  // namespace
+
+struct Plan::Job {
+  JobRecord rec;
+  JobSpec spec;
+  std::vector<TaskRecord> tasks;
+  std::vector<uint32_t> waiting;  // unmet dependencies per task
+  std::vector<std::vector<uint32_t>> dependents;
+  std::vector<uint32_t> failures;    // failed attempts that count for retry
+  std::vector<size_t> log_bytes;     // of the current attempt
+  std::map<std::string, std::string> vars;  // tasks.VAR
+  bool failing = false;  // a task failed: start nothing new
+};
+
+struct Plan::Worker {
+  std::string name;
+  std::string instance;
+  std::map<std::string, uint32_t> slots;
+  std::map<std::string, uint32_t> used;
+  std::set<std::string> runtimes;
+  std::map<AttemptRef, std::string> running;  // attempt -> queue
+  TimeMs last_seen = 0;
+  std::string state = "ready";
+  bool alive = true;
+};
+
+Plan::Plan(PlanOptions options, uint64_t seed)
+    : options_(options), rng_(seed) {
+  if (options_.adopt_grace.count() == 0) {
+    options_.adopt_grace =
+        options_.heartbeat_interval * (options_.heartbeat_liveness + 1);
+  }
+}
+
+Plan::~Plan() = default;
+
+Plan::Job* Plan::FindJob(const std::string& id) {
+  auto it = jobs_.find(id);
+  return it == jobs_.end() ? nullptr : it->second.get();
+}
+
+bool Plan::HasJob(const std::string& job_id) const {
+  return jobs_.count(job_id) > 0;
+}
+
+std::vector<std::string> Plan::Secrets(const std::string& job_id) const {
+  std::vector<std::string> out;
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end()) return out;
+  for (const auto& [k, v] : it->second->spec.secrets) {
+    if (!v.empty()) out.push_back(v);
+  }
+  return out;
+}
+
+std::string Plan::Redact(const Job& job, std::string text) const {
+  for (const auto& [k, secret] : job.spec.secrets) {
+    if (secret.empty()) continue;
+    for (size_t pos = text.find(secret); pos != std::string::npos;
+         pos = text.find(secret, pos + kRedacted.size())) {
+      text.replace(pos, secret.size(), kRedacted);
+    }
+  }
+  return text;
+}
+
+TaskRecord* Plan::FindAttempt(const AttemptRef& ref, Job** job_out) {
+  Job* job = FindJob(ref.job_id);
+  if (job == nullptr || ref.task >= job->tasks.size()) return nullptr;
+  TaskRecord& t = job->tasks[ref.task];
+  if (t.attempts != ref.attempt) return nullptr;
+  if (t.state != TaskState::kScheduled && t.state != TaskState::kRunning) {
+    return nullptr;
+  }
+  *job_out = job;
+  return &t;
+}
+
+void Plan::Admit(std::unique_ptr<Job> job, TimeMs now, Effects& fx) {
+  const size_t n = job->spec.tasks.size();
+  job->waiting.assign(n, 0);
+  job->dependents.assign(n, {});
+  job->failures.assign(n, 0);
+  job->log_bytes.assign(n, 0);
+  std::map<std::string, uint32_t> index;
+  for (uint32_t i = 0; i < n; ++i) index[job->spec.tasks[i].name] = i;
+  for (uint32_t i = 0; i < n; ++i) {
+    for (const auto& dep : job->spec.tasks[i].depends_on) {
+      auto it = index.find(dep);
+      if (it == index.end()) continue;  // validated before; defensive
+      job->dependents[it->second].push_back(i);
+      const TaskState ds = job->tasks[it->second].state;
+      if (ds != TaskState::kCompleted && ds != TaskState::kSkipped) {
+        ++job->waiting[i];
+      }
+    }
+  }
+  for (uint32_t i = 0; i < n; ++i) {
+    const TaskRecord& t = job->tasks[i];
+    for (const auto& h : t.history) {
+      if (!h.error.empty() && h.error.rfind(kRequeuedPrefix, 0) != 0) {
+        ++job->failures[i];
+      }
+    }
+    if (t.state == TaskState::kCompleted && !job->spec.tasks[i].var.empty()) {
+      job->vars[job->spec.tasks[i].var] = t.output;
+    }
+    if (t.state == TaskState::kFailed) job->failing = true;
+  }
+  Job& j = *job;
+  jobs_[j.rec.id] = std::move(job);
+  for (uint32_t i = 0; i < n; ++i) {
+    TaskRecord& t = j.tasks[i];
+    if (j.failing) break;
+    if (t.state == TaskState::kCreated && j.waiting[i] == 0) {
+      MakeReady(j, i, now, fx);
+    } else if (t.state == TaskState::kPending) {
+      if (t.not_before > now) {
+        delayed_.insert({t.not_before, TaskKey{j.rec.id, i}});
+      } else {
+        ready_[j.spec.tasks[i].queue].push_back(TaskKey{j.rec.id, i});
+      }
+    }
+  }
+  FinishIfDone(j, now, fx);
+}
+
+void Plan::AddJob(JobRecord job, JobSpec spec, std::vector<TaskRecord> tasks,
+                  TimeMs now, Effects& fx) {
+  auto j = std::make_unique<Job>();
+  j->rec = std::move(job);
+  j->spec = std::move(spec);
+  j->tasks = std::move(tasks);
+  Admit(std::move(j), now, fx);
+}
+
+void Plan::RecoverJob(JobRecord job, JobSpec spec,
+                      std::vector<TaskRecord> tasks, TimeMs now, Effects& fx) {
+  auto j = std::make_unique<Job>();
+  j->rec = std::move(job);
+  j->spec = std::move(spec);
+  j->tasks = std::move(tasks);
+  for (const TaskRecord& t : j->tasks) {
+    if (t.state == TaskState::kScheduled || t.state == TaskState::kRunning) {
+      orphans_[AttemptRef{t.job_id, t.index, t.attempts}] =
+          now + options_.adopt_grace.count();
+    }
+  }
+  Admit(std::move(j), now, fx);
+}
+
+void Plan::FailUnloadable(JobRecord job, std::vector<TaskRecord> tasks,
+                          const std::string& error, TimeMs now, Effects& fx) {
+  for (TaskRecord& t : tasks) {
+    if (IsTerminal(t.state)) continue;
+    t.state = TaskState::kFailed;
+    t.error = error;
+    t.finished_at = now;
+    fx.tasks.push_back(t);
+  }
+  job.state = JobState::kFailed;
+  job.error = error;
+  job.finished_at = now;
+  fx.jobs.push_back(std::move(job));
+}
+
+namespace {
+
+ExpressionContext ContextFor(const JobRecord& rec, const JobSpec& spec,
+                             const std::map<std::string, std::string>& vars,
+                             bool with_secrets) {
+  ExpressionContext ctx;
+  ctx.inputs = rec.inputs;
+  ctx.tasks = vars;
+  if (with_secrets) ctx.secrets = spec.secrets;
+  ctx.job_id = rec.id;
+  ctx.job_name = rec.name;
+  return ctx;
+}
+
+// Evaluates every template of a task into a TaskRun.
+Result<TaskRun> Resolve(const TaskSpec& spec, const ExpressionContext& plain,
+                        const ExpressionContext& with_secrets) {
+  TaskRun run;
+  run.task_name = spec.name;
+  auto render = [&](const std::string& what, const std::string& text,
+                    const ExpressionContext& ctx) -> Result<std::string> {
+    auto r = RenderTemplate(text, ctx);
+    if (!r.ok()) {
+      return Status::InvalidArgument("in " + what + ": " +
+                                     r.status().message());
+    }
+    return r;
+  };
+  auto image = render("image", spec.image, plain);
+  if (!image.ok()) return image.status();
+  run.image = *image;
+  auto script = render("run", spec.run, plain);
+  if (!script.ok()) return script.status();
+  run.run = *script;
+  for (const auto& c : spec.cmd) {
+    auto r = render("cmd", c, plain);
+    if (!r.ok()) return r.status();
+    run.cmd.push_back(*r);
+  }
+  run.entrypoint = spec.entrypoint;
+  for (const auto& [k, v] : spec.env) {
+    auto r = render("env " + k, v, with_secrets);
+    if (!r.ok()) return r.status();
+    run.env[k] = *r;
+  }
+  run.workdir = spec.workdir;
+  run.user = spec.user;
+  run.volumes = spec.volumes;
+  run.network = spec.network;
+  run.timeout = spec.timeout.value_or(Millis(0));
+  run.cpus = spec.limits.cpus;
+  run.memory_bytes = spec.limits.memory_bytes;
+  for (const auto& p : spec.pre) {
+    auto r = Resolve(p, plain, with_secrets);
+    if (!r.ok()) return Status::InvalidArgument("pre task '" + p.name +
+                                                "' " + r.status().message());
+    run.pre.push_back(std::move(*r));
+  }
+  for (const auto& p : spec.post) {
+    auto r = Resolve(p, plain, with_secrets);
+    if (!r.ok()) return Status::InvalidArgument("post task '" + p.name +
+                                                "' " + r.status().message());
+    run.post.push_back(std::move(*r));
+  }
+  return run;
+}
+
+}  // namespace
+
+void Plan::MakeReady(Job& job, uint32_t index, TimeMs now, Effects& fx) {
+  TaskRecord& t = job.tasks[index];
+  const TaskSpec& spec = job.spec.tasks[index];
+  if (!spec.if_expr.empty()) {
+    auto cond = EvaluateCondition(
+        spec.if_expr, ContextFor(job.rec, job.spec, job.vars, false));
+    if (!cond.ok()) {
+      FailTask(job, index, "in if: " + cond.status().message(), now, fx);
+      return;
+    }
+    if (!*cond) {
+      t.state = TaskState::kSkipped;
+      t.finished_at = now;
+      fx.tasks.push_back(t);
+      OnTaskDone(job, index, now, fx);
+      return;
+    }
+  }
+  t.state = TaskState::kPending;
+  fx.tasks.push_back(t);
+  ready_[spec.queue].push_back(TaskKey{job.rec.id, index});
+}
+
+void Plan::OnTaskDone(Job& job, uint32_t index, TimeMs now, Effects& fx) {
+  if (!job.failing) {
+    for (uint32_t d : job.dependents[index]) {
+      if (job.waiting[d] > 0 && --job.waiting[d] == 0 &&
+          job.tasks[d].state == TaskState::kCreated) {
+        MakeReady(job, d, now, fx);
+        if (job.failing) break;
+      }
+    }
+  }
+  FinishIfDone(job, now, fx);
+}
+
+void Plan::FinishIfDone(Job& job, TimeMs now, Effects& fx) {
+  for (const TaskRecord& t : job.tasks) {
+    if (!IsTerminal(t.state)) {
+      // A failing job waits only for attempts already out on workers.
+      if (!job.failing || t.state == TaskState::kScheduled ||
+          t.state == TaskState::kRunning) {
+        return;
+      }
+    }
+  }
+  if (job.failing) {
+    for (TaskRecord& t : job.tasks) {
+      if (IsTerminal(t.state)) continue;
+      t.state = TaskState::kCancelled;
+      t.finished_at = now;
+      fx.tasks.push_back(t);
+    }
+  }
+  if (job.rec.state == JobState::kPending && !job.failing) {
+    // Every task skipped: the job still passes through RUNNING.
+    job.rec.state = JobState::kRunning;
+    job.rec.started_at = now;
+    fx.jobs.push_back(job.rec);
+  }
+  job.rec.state = job.failing ? JobState::kFailed : JobState::kCompleted;
+  job.rec.finished_at = now;
+  fx.jobs.push_back(job.rec);
+  jobs_.erase(job.rec.id);  // `job` is gone after this line
+}
+
+void Plan::FailTask(Job& job, uint32_t index, const std::string& error,
+                    TimeMs now, Effects& fx) {
+  TaskRecord& t = job.tasks[index];
+  t.state = TaskState::kFailed;
+  t.error = Redact(job, error);
+  t.finished_at = now;
+  fx.tasks.push_back(t);
+  if (!job.failing) {
+    job.failing = true;
+    job.rec.error = "task '" + t.name + "' failed: " + t.error;
+  }
+  FinishIfDone(job, now, fx);
+}
+
+void Plan::Requeue(Job& job, uint32_t index, const std::string& why,
+                   TimeMs now, Effects& fx) {
+  TaskRecord& t = job.tasks[index];
+  t.state = TaskState::kPending;
+  t.not_before = 0;
+  if (!t.history.empty()) {
+    t.history.back().error = std::string(kRequeuedPrefix) + why;
+    t.history.back().finished_at = now;
+  }
+  fx.tasks.push_back(t);
+  if (!job.failing) {
+    ready_[job.spec.tasks[index].queue].push_front(TaskKey{job.rec.id, index});
+  } else {
+    FinishIfDone(job, now, fx);
+  }
+}
+
+void Plan::ReleaseSlot(const std::string& worker, const AttemptRef& ref) {
+  auto it = workers_.find(worker);
+  if (it == workers_.end()) return;
+  Worker& w = *it->second;
+  auto r = w.running.find(ref);
+  if (r == w.running.end()) return;
+  if (w.used[r->second] > 0) --w.used[r->second];
+  w.running.erase(r);
+}
+
+void Plan::Note(Job& job, uint32_t index, const std::string& text,
+                Effects& fx) {
+  LogChunk c;
+  c.task_index = index;
+  c.attempt = job.tasks[index].attempts;
+  c.stream = 's';
+  c.data = text + "\n";
+  fx.logs.emplace_back(job.rec.id, std::move(c));
+}
+
+void Plan::OnHello(const Hello& hello, TimeMs now, Effects& fx) {
+  auto& slot = workers_[hello.name];
+  if (!slot) {
+    slot = std::make_unique<Worker>();
+    slot->name = hello.name;
+  }
+  Worker& w = *slot;
+  if (!w.instance.empty() && w.instance != hello.instance && w.alive) {
+    // The worker restarted: what its earlier life was running is lost.
+    DeclareDead(w, now, fx);
+  }
+  const bool same_life = w.instance == hello.instance && w.alive;
+  w.instance = hello.instance;
+  w.slots = hello.queues;
+  w.runtimes = std::set<std::string>(hello.runtimes.begin(),
+                                     hello.runtimes.end());
+  w.alive = true;
+  w.state = "ready";
+  w.last_seen = now;
+  if (!same_life) {
+    w.running.clear();
+    w.used.clear();
+  }
+  Welcome welcome;
+  welcome.scheduler = options_.instance;
+  welcome.heartbeat_interval_ms =
+      static_cast<uint32_t>(options_.heartbeat_interval.count());
+  for (const AttemptRef& ref : hello.running) {
+    Job* job = nullptr;
+    TaskRecord* t = FindAttempt(ref, &job);
+    if (t == nullptr || t->worker != hello.name) {
+      welcome.abandon.push_back(ref);
+      continue;
+    }
+    orphans_.erase(ref);
+    if (!w.running.count(ref)) {
+      const std::string& queue = job->spec.tasks[ref.task].queue;
+      w.running[ref] = queue;
+      ++w.used[queue];
+    }
+  }
+  fx.messages.emplace_back(hello.name, Encode(welcome));
+}
+
+void Plan::OnHeartbeat(const WorkerHeartbeat& hb, TimeMs now, Effects& fx) {
+  auto it = workers_.find(hb.name);
+  if (it == workers_.end() || !it->second->alive ||
+      it->second->instance != hb.instance) {
+    // Unknown to this scheduler (it restarted), declared dead, or a new
+    // life of the worker: ask for a hello, at most once an interval.
+    TimeMs& last = announced_[hb.name];
+    if (now - last >= options_.heartbeat_interval.count()) {
+      last = now;
+      fx.messages.emplace_back(hb.name, Encode(Announce{}));
+    }
+    return;
+  }
+  Worker& w = *it->second;
+  w.last_seen = now;
+  if (hb.state == "ready" || hb.state == "degraded" || hb.state == "draining") {
+    w.state = hb.state;
+  }
+}
+
+void Plan::OnStarted(const std::string& worker, const Started& m, TimeMs now,
+                     Effects& fx) {
+  auto wit = workers_.find(worker);
+  if (wit != workers_.end() && wit->second->alive) {
+    wit->second->last_seen = now;
+  }
+  Job* job = nullptr;
+  TaskRecord* t = FindAttempt(m.ref, &job);
+  if (t == nullptr || t->worker != worker ||
+      t->state != TaskState::kScheduled) {
+    return;
+  }
+  t->state = TaskState::kRunning;
+  const TimeMs at = m.at_ms > 0 ? m.at_ms : now;
+  if (t->started_at == 0) t->started_at = at;
+  if (!t->history.empty()) t->history.back().started_at = at;
+  fx.tasks.push_back(*t);
+  if (job->rec.state == JobState::kPending) {
+    job->rec.state = JobState::kRunning;
+    job->rec.started_at = at;
+    fx.jobs.push_back(job->rec);
+  }
+}
+
+void Plan::OnLog(const std::string& worker, const LogData& m, Effects& fx) {
+  Job* job = nullptr;
+  TaskRecord* t = FindAttempt(m.ref, &job);
+  if (t == nullptr || t->worker != worker || m.stream.size() != 1) return;
+  size_t& used = job->log_bytes[m.ref.task];
+  if (used >= options_.max_log_bytes_per_attempt) return;
+  LogChunk c;
+  c.task_index = m.ref.task;
+  c.attempt = m.ref.attempt;
+  c.stream = m.stream[0];
+  c.data = Redact(*job, m.data);
+  used += c.data.size();
+  if (used >= options_.max_log_bytes_per_attempt) {
+    c.data += "\n[drover: log limit reached; further output dropped]\n";
+  }
+  fx.logs.emplace_back(m.ref.job_id, std::move(c));
+}
+
+Millis Plan::Backoff(const RetryPolicy& p, uint32_t failures) {
+  double d = static_cast<double>(p.initial_delay.count()) *
+             std::pow(std::max(1.0, p.scaling),
+                      static_cast<double>(failures > 0 ? failures - 1 : 0));
+  d = std::min(d, static_cast<double>(p.max_delay.count()));
+  // Equal jitter: half the delay fixed, half random, so retries of many
+  // tasks that failed together spread out.
+  std::uniform_real_distribution<double> half(0.0, d / 2);
+  return Millis(static_cast<int64_t>(d / 2 + half(rng_)));
+}
+
+void Plan::OnResult(const std::string& worker, const TaskResult& m,
+                    TimeMs now, Effects& fx) {
+  ReleaseSlot(worker, m.ref);
+  ResultAck ack;
+  ack.ref = m.ref;
+  fx.messages.emplace_back(worker, Encode(ack));
+  auto wit = workers_.find(worker);
+  if (wit != workers_.end() && wit->second->alive) {
+    wit->second->last_seen = now;
+  }
+  Job* job = nullptr;
+  TaskRecord* t = FindAttempt(m.ref, &job);
+  if (t == nullptr || t->worker != worker) return;  // fenced off: discard
+  orphans_.erase(m.ref);
+  const uint32_t index = m.ref.task;
+  const TaskSpec& spec = job->spec.tasks[index];
+  if (t->started_at == 0) t->started_at = m.started_at_ms ? m.started_at_ms : now;
+  t->exit_code = m.exit_code;
+  t->output = Redact(*job, m.output);
+  t->finished_at = m.finished_at_ms ? m.finished_at_ms : now;
+  AttemptRecord* h = t->history.empty() ? nullptr : &t->history.back();
+  if (h != nullptr) {
+    if (h->started_at == 0) h->started_at = t->started_at;
+    h->finished_at = t->finished_at;
+    h->exit_code = m.exit_code;
+  }
+  if (job->rec.state == JobState::kPending) {
+    job->rec.state = JobState::kRunning;
+    job->rec.started_at = t->started_at;
+    fx.jobs.push_back(job->rec);
+  }
+  const bool success = m.error.empty() && m.exit_code == 0;
+  if (success) {
+    t->state = TaskState::kCompleted;
+    t->error.clear();
+    fx.tasks.push_back(*t);
+    if (!spec.var.empty()) job->vars[spec.var] = t->output;
+    OnTaskDone(*job, index, now, fx);
+    return;
+  }
+  std::string error = m.error.empty()
+                          ? "exited with code " + std::to_string(m.exit_code)
+                          : m.error;
+  error = Redact(*job, error);
+  if (h != nullptr) h->error = error;
+  t->error = error;
+  if (m.infrastructure && !job->failing) {
+    Note(*job, index, "attempt " + std::to_string(m.ref.attempt) +
+                          " could not run on " + worker + ": " + error +
+                          "; requeued", fx);
+    Requeue(*job, index, error, now, fx);
+    return;
+  }
+  ++job->failures[index];
+  if (!job->failing && job->failures[index] <= spec.retry.limit) {
+    const Millis delay = Backoff(spec.retry, job->failures[index]);
+    t->state = TaskState::kPending;
+    t->not_before = now + delay.count();
+    fx.tasks.push_back(*t);
+    Note(*job, index, "attempt " + std::to_string(m.ref.attempt) +
+                          " failed: " + error + "; retrying in " +
+                          FormatDuration(delay), fx);
+    delayed_.insert({t->not_before, TaskKey{job->rec.id, index}});
+    return;
+  }
+  FailTask(*job, index, error, now, fx);
+}
+
+void Plan::OnReject(const std::string& worker, const Reject& m, TimeMs now,
+                    Effects& fx) {
+  ReleaseSlot(worker, m.ref);
+  Job* job = nullptr;
+  TaskRecord* t = FindAttempt(m.ref, &job);
+  if (t == nullptr || t->worker != worker) return;
+  Requeue(*job, m.ref.task, "worker " + worker + " declined: " + m.reason,
+          now, fx);
+}
+
+void Plan::OnGoodbye(const std::string& worker, const Goodbye& m, TimeMs now,
+                     Effects& fx) {
+  auto it = workers_.find(worker);
+  if (it == workers_.end()) return;
+  for (const AttemptRef& ref : m.returned) {
+    ReleaseSlot(worker, ref);
+    Job* job = nullptr;
+    TaskRecord* t = FindAttempt(ref, &job);
+    if (t != nullptr && t->worker == worker) {
+      Requeue(*job, ref.task, "worker " + worker + " shut down", now, fx);
+    }
+  }
+  DeclareDead(*it->second, now, fx);
+  it->second->state = "gone";
+}
+
+void Plan::DeclareDead(Worker& w, TimeMs now, Effects& fx) {
+  w.alive = false;
+  w.state = "dead";
+  auto running = std::move(w.running);
+  w.running.clear();
+  w.used.clear();
+  for (const auto& [ref, queue] : running) {
+    Job* job = nullptr;
+    TaskRecord* t = FindAttempt(ref, &job);
+    if (t == nullptr || t->worker != w.name) continue;
+    Note(*job, ref.task, "worker " + w.name + " stopped responding during attempt " +
+                             std::to_string(ref.attempt) + "; requeued", fx);
+    Requeue(*job, ref.task, "worker " + w.name + " stopped responding", now,
+            fx);
+  }
+}
+
+Status Plan::Cancel(const std::string& job_id, TimeMs now, Effects& fx) {
+  Job* job = FindJob(job_id);
+  if (job == nullptr) return Status::NotFound("job " + job_id);
+  for (TaskRecord& t : job->tasks) {
+    if (IsTerminal(t.state)) continue;
+    if (t.state == TaskState::kScheduled || t.state == TaskState::kRunning) {
+      Stop stop;
+      stop.ref = AttemptRef{t.job_id, t.index, t.attempts};
+      stop.reason = "job cancelled";
+      fx.messages.emplace_back(t.worker, Encode(stop));
+      if (!t.history.empty()) {
+        t.history.back().error = "cancelled";
+        t.history.back().finished_at = now;
+      }
+    }
+    t.state = TaskState::kCancelled;
+    t.error = "cancelled";
+    t.finished_at = now;
+    fx.tasks.push_back(t);
+  }
+  job->rec.state = JobState::kCancelled;
+  job->rec.finished_at = now;
+  if (job->rec.error.empty()) job->rec.error = "cancelled";
+  fx.jobs.push_back(job->rec);
+  jobs_.erase(job_id);
+  return Status::Ok();
+}
+
+void Plan::Tick(TimeMs now, Effects& fx) {
+  const int64_t window =
+      options_.heartbeat_interval.count() * options_.heartbeat_liveness;
+  for (auto& [name, w] : workers_) {
+    if (w->alive && now - w->last_seen > window) DeclareDead(*w, now, fx);
+  }
+  while (!delayed_.empty() && delayed_.begin()->first <= now) {
+    TaskKey key = delayed_.begin()->second;
+    delayed_.erase(delayed_.begin());
+    Job* job = FindJob(key.job_id);
+    if (job == nullptr || job->tasks[key.index].state != TaskState::kPending) {
+      continue;
+    }
+    ready_[job->spec.tasks[key.index].queue].push_back(key);
+  }
+  for (auto it = orphans_.begin(); it != orphans_.end();) {
+    if (it->second > now) {
+      ++it;
+      continue;
+    }
+    AttemptRef ref = it->first;
+    it = orphans_.erase(it);
+    Job* job = nullptr;
+    TaskRecord* t = FindAttempt(ref, &job);
+    if (t == nullptr) continue;
+    // A live worker that has it would have claimed it in its hello.
+    auto wit = workers_.find(t->worker);
+    if (wit != workers_.end() && wit->second->alive &&
+        wit->second->running.count(ref)) {
+      continue;
+    }
+    Requeue(*job, ref.task,
+            "its worker " + t->worker + " did not return after a restart",
+            now, fx);
+  }
+  Dispatch(now, fx);
+}
+
+bool Plan::TryAssign(Job& job, uint32_t index, TimeMs now, Effects& fx) {
+  const TaskSpec& spec = job.spec.tasks[index];
+  const std::string runtime(RuntimeName(spec.runtime));
+  Worker* best = nullptr;
+  uint32_t best_free = 0;
+  for (auto& [name, w] : workers_) {
+    if (!w->alive || w->state == "draining") continue;
+    if (w->state == "degraded" && spec.runtime == RuntimeKind::kDocker) {
+      continue;
+    }
+    if (!w->runtimes.count(runtime)) continue;
+    auto s = w->slots.find(spec.queue);
+    if (s == w->slots.end()) continue;
+    const uint32_t used = w->used[spec.queue];
+    if (used >= s->second) continue;
+    const uint32_t free = s->second - used;
+    if (free > best_free) {
+      best = w.get();
+      best_free = free;
+    }
+  }
+  if (best == nullptr) return false;
+
+  auto run = Resolve(spec, ContextFor(job.rec, job.spec, job.vars, false),
+                     ContextFor(job.rec, job.spec, job.vars, true));
+  if (!run.ok()) {
+    FailTask(job, index, "expression error " + run.status().message(), now,
+             fx);
+    return true;
+  }
+  TaskRecord& t = job.tasks[index];
+  t.attempts += 1;
+  t.state = TaskState::kScheduled;
+  t.worker = best->name;
+  t.not_before = 0;
+  AttemptRecord h;
+  h.number = t.attempts;
+  h.worker = best->name;
+  t.history.push_back(h);
+  fx.tasks.push_back(t);
+  job.log_bytes[index] = 0;
+
+  Assign a;
+  a.ref = AttemptRef{job.rec.id, index, t.attempts};
+  a.queue = spec.queue;
+  a.runtime = runtime;
+  run->job_id = job.rec.id;
+  run->attempt = t.attempts;
+  a.task = ToWire(*run);
+  a.redact = Secrets(job.rec.id);
+  best->running[a.ref] = spec.queue;
+  ++best->used[spec.queue];
+  fx.messages.emplace_back(best->name, Encode(a));
+  return true;
+}
+
+void Plan::Dispatch(TimeMs now, Effects& fx) {
+  for (auto& [queue, keys] : ready_) {
+    std::deque<TaskKey> parked;  // no worker can take these right now
+    while (!keys.empty()) {
+      TaskKey key = std::move(keys.front());
+      keys.pop_front();
+      Job* job = FindJob(key.job_id);
+      if (job == nullptr || job->failing) continue;
+      if (job->tasks[key.index].state != TaskState::kPending) continue;
+      if (!TryAssign(*job, key.index, now, fx)) {
+        parked.push_back(std::move(key));
+        // Tasks of this queue that need another runtime may still fit, but
+        // stop scanning once many are parked: a full queue stays O(1).
+        if (parked.size() >= 64) break;
+      }
+    }
+    keys.insert(keys.begin(), parked.begin(), parked.end());
+  }
+}
+
+std::optional<TimeMs> Plan::NextDeadline() const {
+  std::optional<TimeMs> next;
+  auto take = [&](TimeMs t) {
+    if (!next || t < *next) next = t;
+  };
+  const int64_t window =
+      options_.heartbeat_interval.count() * options_.heartbeat_liveness;
+  for (const auto& [name, w] : workers_) {
+    if (w->alive) take(w->last_seen + window + 1);
+  }
+  if (!delayed_.empty()) take(delayed_.begin()->first);
+  for (const auto& [ref, until] : orphans_) take(until);
+  return next;
+}
+
+size_t Plan::live_workers() const {
+  size_t n = 0;
+  for (const auto& [name, w] : workers_) n += w->alive ? 1 : 0;
+  return n;
+}
+
+std::vector<WorkerView> Plan::Workers() const {
+  std::vector<WorkerView> out;
+  for (const auto& [name, w] : workers_) {
+    WorkerView v;
+    v.name = name;
+    v.state = w->state;
+    v.queues = w->slots;
+    v.runtimes.assign(w->runtimes.begin(), w->runtimes.end());
+    v.running = static_cast<uint32_t>(w->running.size());
+    if (w->last_seen > 0) v.last_heartbeat = FormatTime(w->last_seen);
+    out.push_back(std::move(v));
+  }
+  return out;
+}
+
+}  // namespace drover

@@ -1,0 +1,619 @@
+#include "server.h"
+
+#include <spdlog/spdlog.h>
+
+#include <random>
+
+#include "drover/job_spec.h"
+#include "drover/protocol.h"
+
+namespace drover {
+namespace {
+
+// How many messages one loop turn takes from a socket before persisting
+// and answering: bounds the latency a burst can add to the others.
+constexpr int kMaxMessagesPerTurn = 512;
+
+std::string RandomHex(size_t n) {
+  std::random_device rd;
+  std::mt19937_64 rng(rd());
+  static const char* kHex = "0123456789abcdef";
+  std::string s;
+  for (size_t i = 0; i < n; ++i) s += kHex[rng() % 16];
+  return s;
+}
+
+std::string ErrorFrame(uint64_t id, const Status& st,
+                       std::vector<std::string> details = {}) {
+  ErrorReply e;
+  e.id = id;
+  e.code = std::string(CodeName(st.code()));
+  e.message = st.message();
+  e.details = std::move(details);
+  return Encode(e);
+}
+
+std::optional<std::string> TimeOrNull(TimeMs t) {
+  if (t == 0) return std::nullopt;
+  return FormatTime(t);
+}
+
+std::optional<std::string> TextOrNull(const std::string& s) {
+  if (s.empty()) return std::nullopt;
+  return s;
+}
+
+// Receives every frame of one message; empty when nothing is waiting.
+std::vector<std::string> ReceiveMultipart(zmq::socket_t& socket) {
+  std::vector<std::string> frames;
+  while (true) {
+    zmq::message_t msg;
+    auto got = socket.recv(msg, zmq::recv_flags::dontwait);
+    if (!got) break;
+    frames.emplace_back(msg.to_string());
+    if (!msg.more()) break;
+    if (frames.size() > 16) {
+      // Drain and drop an absurd multipart message.
+      while (msg.more() && socket.recv(msg, zmq::recv_flags::dontwait)) {
+      }
+      frames.clear();
+      frames.emplace_back();
+      break;
+    }
+  }
+  return frames;
+}
+
+}  // namespace
+
+Server::Server(ServerOptions options, std::unique_ptr<Store> store,
+               const Clock& clock)
+    : options_(std::move(options)),
+      store_(std::move(store)),
+      clock_(clock),
+      instance_(RandomHex(16)),
+      plan_(PlanOptions{.instance = instance_,
+                        .heartbeat_interval = options_.heartbeat_interval,
+                        .heartbeat_liveness = options_.heartbeat_liveness},
+            std::random_device{}()),
+      ctx_(1),
+      api_(ctx_, zmq::socket_type::router),
+      tasks_(ctx_, zmq::socket_type::router),
+      heartbeat_(ctx_, zmq::socket_type::xpub) {}
+
+Server::~Server() = default;
+
+Status Server::Start() {
+  const int64_t hard_cap = 4 * static_cast<int64_t>(kMaxFrameBytes);
+  try {
+    for (zmq::socket_t* s : {&api_, &tasks_, &heartbeat_}) {
+      s->set(zmq::sockopt::linger, 0);
+      s->set(zmq::sockopt::maxmsgsize, hard_cap);
+    }
+    tasks_.set(zmq::sockopt::router_handover, 1);
+    tasks_.set(zmq::sockopt::router_mandatory, 1);
+    api_.set(zmq::sockopt::router_mandatory, 1);
+  } catch (const zmq::error_t& e) {
+    return Status::Internal(std::string("socket options: ") + e.what());
+  }
+  const std::pair<zmq::socket_t*, std::string> binds[] = {
+      {&api_, options_.api},
+      {&tasks_, options_.tasks},
+      {&heartbeat_, options_.heartbeat}};
+  for (const auto& [socket, endpoint] : binds) {
+    try {
+      socket->bind(endpoint);
+    } catch (const zmq::error_t& e) {
+      return Status::Unavailable("cannot listen on " + endpoint + ": " +
+                                 e.what());
+    }
+  }
+  LoadUnfinished();
+  spdlog::info("droverd {} serving: api {}, tasks {}, heartbeat {}",
+               DROVER_VERSION, options_.api, options_.tasks,
+               options_.heartbeat);
+  return Status::Ok();
+}
+
+void Server::LoadUnfinished() {
+  auto ids = store_->ListUnfinished();
+  if (!ids.ok()) {
+    spdlog::error("cannot list unfinished jobs: {}", ids.status().ToString());
+    return;
+  }
+  Effects fx;
+  const TimeMs now = clock_.Now();
+  size_t resumed = 0;
+  for (const std::string& id : *ids) {
+    auto job = store_->GetJob(id);
+    auto tasks = store_->GetTasks(id);
+    if (!job.ok() || !tasks.ok()) {
+      spdlog::error("job {}: cannot load: {}", id,
+                    (job.ok() ? tasks.status() : job.status()).ToString());
+      continue;
+    }
+    ParseResult parsed =
+        ParseJobText(job->source, job->source_name, job->inputs);
+    if (!parsed.ok() || parsed.job->tasks.size() != tasks->size()) {
+      std::string why = parsed.ok() ? "its tasks do not match its job file"
+                                    : parsed.errors.front().ToString();
+      spdlog::error("job {}: stored job file no longer loads: {}", id, why);
+      plan_.FailUnloadable(std::move(*job), std::move(*tasks),
+                           "cannot load after restart: " + why, now, fx);
+      continue;
+    }
+    plan_.RecoverJob(std::move(*job), std::move(*parsed.job),
+                     std::move(*tasks), now, fx);
+    ++resumed;
+  }
+  batch_ = std::make_unique<Batch>(store_.get());
+  Persist(fx);
+  if (resumed > 0) spdlog::info("resumed {} unfinished jobs", resumed);
+}
+
+std::string Server::StatusLine() const {
+  return std::to_string(plan_.running_jobs()) + " jobs unfinished, " +
+         std::to_string(plan_.live_workers()) + " workers connected";
+}
+
+Status Server::Run() {
+  if (on_ready_) on_ready_();
+  batch_ = std::make_unique<Batch>(store_.get());
+  while (!stop_.load()) {
+    TimeMs now = clock_.Now();
+    long timeout = 250;
+    if (auto next = plan_.NextDeadline()) {
+      timeout = std::clamp<long>(static_cast<long>(*next - now), 0, timeout);
+    }
+    timeout = std::clamp<long>(static_cast<long>(next_heartbeat_ - now), 0,
+                               timeout);
+    zmq_pollitem_t items[] = {
+        {api_.handle(), 0, ZMQ_POLLIN, 0},
+        {tasks_.handle(), 0, ZMQ_POLLIN, 0},
+        {heartbeat_.handle(), 0, ZMQ_POLLIN, 0},
+    };
+    if (zmq_poll(items, 3, timeout) < 0 && zmq_errno() != EINTR) {
+      return Status::Internal(std::string("poll: ") +
+                              zmq_strerror(zmq_errno()));
+    }
+    Effects fx;
+    try {
+      for (int i = 0; i < kMaxMessagesPerTurn; ++i) {
+        auto frames = ReceiveMultipart(tasks_);
+        if (frames.empty()) break;
+        HandleWorker(std::move(frames), fx);
+      }
+      for (int i = 0; i < kMaxMessagesPerTurn; ++i) {
+        auto frames = ReceiveMultipart(heartbeat_);
+        if (frames.empty()) break;
+        if (frames.size() == 1) HandleHeartbeat(frames[0], fx);
+      }
+      for (int i = 0; i < kMaxMessagesPerTurn; ++i) {
+        auto frames = ReceiveMultipart(api_);
+        if (frames.empty()) break;
+        HandleApi(std::move(frames), fx);
+      }
+    } catch (const zmq::error_t& e) {
+      spdlog::error("socket error: {}", e.what());
+    }
+    now = clock_.Now();
+    if (!read_only_) plan_.Tick(now, fx);
+    const bool committed = Persist(fx);
+    SendReplies(committed);
+    if (committed) SendToWorkers(fx);
+    if (now >= next_heartbeat_) {
+      PublishHeartbeat();
+      next_heartbeat_ = now + options_.heartbeat_interval.count();
+    }
+  }
+  spdlog::info("droverd stopping");
+  return Status::Ok();
+}
+
+bool Server::Persist(Effects& fx) {
+  Batch& batch = *batch_;
+  for (const JobRecord& j : fx.jobs) {
+    Status st = batch.PutJob(j);
+    if (!st.ok()) spdlog::error("job {}: not stored: {}", j.id, st.ToString());
+  }
+  for (const TaskRecord& t : fx.tasks) {
+    Status st = batch.PutTask(t);
+    if (!st.ok()) {
+      spdlog::error("job {} task {}: not stored: {}", t.job_id, t.name,
+                    st.ToString());
+    }
+  }
+  for (auto& [job_id, chunk] : fx.logs) batch.AppendLog(job_id, chunk);
+  bool ok = true;
+  if (!batch.empty()) {
+    Status st = store_->Commit(batch);
+    if (!st.ok()) {
+      if (!read_only_) {
+        spdlog::critical(
+            "store write failed, accepting no more changes until restarted: "
+            "{}",
+            st.ToString());
+      }
+      read_only_ = true;
+      ok = false;
+    }
+  }
+  batch_ = std::make_unique<Batch>(store_.get());
+  return ok;
+}
+
+void Server::SendReplies(bool committed) {
+  for (Reply& r : replies_) {
+    if (r.needs_commit && !committed) {
+      r.body = ErrorFrame(r.request_id,
+                          Status::Unavailable("the scheduler could not store "
+                                              "the change: " +
+                                              store_->health().ToString()));
+    }
+    try {
+      for (const std::string& f : r.envelope) {
+        if (!api_.send(zmq::buffer(f), zmq::send_flags::sndmore |
+                                           zmq::send_flags::dontwait)) {
+          throw zmq::error_t();
+        }
+      }
+      api_.send(zmq::buffer(r.body), zmq::send_flags::dontwait);
+    } catch (const zmq::error_t& e) {
+      spdlog::warn("reply to a client dropped: {}", e.what());
+    }
+  }
+  replies_.clear();
+}
+
+void Server::SendToWorkers(Effects& fx) {
+  for (auto& [worker, body] : fx.messages) {
+    try {
+      tasks_.send(zmq::buffer(worker),
+                  zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+      tasks_.send(zmq::buffer(body), zmq::send_flags::dontwait);
+    } catch (const zmq::error_t& e) {
+      // The worker is gone or its queue is full; heartbeats will tell.
+      spdlog::warn("message to worker {} dropped: {}", worker, e.what());
+    }
+  }
+}
+
+void Server::PublishHeartbeat() {
+  SchedulerHeartbeat hb;
+  hb.instance = instance_;
+  hb.at_ms = clock_.Now();
+  try {
+    heartbeat_.send(zmq::buffer(Encode(hb)), zmq::send_flags::dontwait);
+  } catch (const zmq::error_t& e) {
+    spdlog::warn("heartbeat not published: {}", e.what());
+  }
+}
+
+void Server::HandleApi(std::vector<std::string> frames, Effects& fx) {
+  // [routing id] [optional empty delimiter, from REQ sockets] body
+  if (frames.size() < 2) return;
+  Reply reply;
+  size_t body_at = 1;
+  reply.envelope.push_back(frames[0]);
+  if (frames.size() >= 3 && frames[1].empty()) {
+    reply.envelope.emplace_back();
+    body_at = 2;
+  }
+  if (frames.size() != body_at + 1) {
+    spdlog::warn("client sent a message of {} frames; expected one",
+                 frames.size() - 1);
+    reply.body = ErrorFrame(
+        0, Status::InvalidArgument("a request is one frame of msgpack"));
+  } else {
+    reply.body = HandleRequest(frames[body_at], fx, &reply.needs_commit,
+                               &reply.request_id);
+  }
+  replies_.push_back(std::move(reply));
+}
+
+std::string Server::HandleRequest(const std::string& body, Effects& fx,
+                                  bool* acknowledges, uint64_t* request_id) {
+  auto frame = Frame::Parse(body);
+  if (!frame.ok()) {
+    spdlog::warn("client request refused: {}", frame.status().message());
+    return ErrorFrame(0, frame.status());
+  }
+  const uint64_t id = frame->id();
+  *request_id = id;
+  const std::string& type = frame->type();
+  auto bad = [&](const Status& st) {
+    spdlog::warn("client '{}' request refused: {}", type, st.message());
+    return ErrorFrame(id, st);
+  };
+  if (type == SubmitRequest::kType) {
+    auto req = frame->As<SubmitRequest>();
+    if (!req.ok()) return bad(req.status());
+    if (read_only_) {
+      return ErrorFrame(id, Status::Unavailable(
+                                "the scheduler accepts no changes after a "
+                                "failed write: " +
+                                store_->health().ToString()));
+    }
+    *acknowledges = true;
+    return Submit(id, *req, fx);
+  }
+  if (type == StatusRequest::kType) {
+    auto req = frame->As<StatusRequest>();
+    if (!req.ok()) return bad(req.status());
+    auto view = View(req->job_id, true);
+    if (!view.ok()) return ErrorFrame(id, view.status());
+    StatusReply r;
+    r.id = id;
+    r.job = std::move(*view);
+    return Encode(r);
+  }
+  if (type == ListRequest::kType) {
+    auto req = frame->As<ListRequest>();
+    if (!req.ok()) return bad(req.status());
+    std::optional<JobState> state;
+    if (!req->state.empty()) {
+      state = ParseJobState(req->state);
+      if (!state) {
+        return bad(Status::InvalidArgument(
+            "unknown job state '" + req->state +
+            "'; expected PENDING, RUNNING, COMPLETED, FAILED or CANCELLED"));
+      }
+    }
+    auto jobs = store_->ListJobs(state, std::min<uint32_t>(req->limit, 10000));
+    if (!jobs.ok()) return ErrorFrame(id, jobs.status());
+    ListReply r;
+    r.id = id;
+    for (const JobRecord& j : *jobs) {
+      auto v = View(j.id, false);
+      if (v.ok()) r.jobs.push_back(std::move(*v));
+    }
+    return Encode(r);
+  }
+  if (type == LogsRequest::kType) {
+    auto req = frame->As<LogsRequest>();
+    if (!req.ok()) return bad(req.status());
+    auto job = store_->GetJob(req->job_id);
+    if (!job.ok()) return ErrorFrame(id, job.status());
+    auto tasks = store_->GetTasks(req->job_id);
+    if (!tasks.ok()) return ErrorFrame(id, tasks.status());
+    std::optional<uint32_t> only;
+    if (!req->task.empty()) {
+      for (const TaskRecord& t : *tasks) {
+        if (t.name == req->task) only = t.index;
+      }
+      if (!only) {
+        return ErrorFrame(id, Status::NotFound("job " + req->job_id +
+                                               " has no task '" + req->task +
+                                               "'"));
+      }
+    }
+    auto chunks = store_->GetLogs(req->job_id, only, req->after);
+    if (!chunks.ok()) return ErrorFrame(id, chunks.status());
+    LogsReply r;
+    r.id = id;
+    r.last = req->after;
+    size_t bytes = 0;
+    for (const LogChunk& c : *chunks) {
+      LogLine line;
+      line.task = c.task_index < tasks->size() ? (*tasks)[c.task_index].name
+                                               : std::to_string(c.task_index);
+      line.attempt = c.attempt;
+      line.stream = c.stream == 'o' ? "stdout"
+                    : c.stream == 'e' ? "stderr"
+                                      : "drover";
+      line.data = c.data;
+      line.seq = c.seq;
+      r.last = c.seq;
+      bytes += c.data.size();
+      r.chunks.push_back(std::move(line));
+      if (bytes > kMaxFrameBytes / 2) break;  // the client asks again
+    }
+    r.job_finished = IsTerminal(job->state) && bytes <= kMaxFrameBytes / 2;
+    return Encode(r);
+  }
+  if (type == CancelRequest::kType) {
+    auto req = frame->As<CancelRequest>();
+    if (!req.ok()) return bad(req.status());
+    auto job = store_->GetJob(req->job_id);
+    if (!job.ok()) return ErrorFrame(id, job.status());
+    if (IsTerminal(job->state)) {
+      return ErrorFrame(
+          id, Status::FailedPrecondition(
+                  "job " + req->job_id + " has already ended (" +
+                  std::string(JobStateName(job->state)) + ")"));
+    }
+    Status st = plan_.Cancel(req->job_id, clock_.Now(), fx);
+    if (!st.ok()) return ErrorFrame(id, st);
+    spdlog::info("job {}: cancelled", req->job_id);
+    *acknowledges = true;
+    StatusReply r;
+    r.id = id;
+    r.job.id = req->job_id;
+    r.job.state = "CANCELLED";
+    return Encode(r);
+  }
+  if (type == WorkersRequest::kType) {
+    WorkersReply r;
+    r.id = id;
+    r.workers = plan_.Workers();
+    return Encode(r);
+  }
+  return bad(Status::InvalidArgument("unknown request type '" + type + "'"));
+}
+
+std::string Server::Submit(uint64_t id, const SubmitRequest& req,
+                           Effects& fx) {
+  if (req.source.size() > kMaxJobFileBytes) {
+    return ErrorFrame(id, Status::InvalidArgument(
+                              "job file exceeds " +
+                              std::to_string(kMaxJobFileBytes) + " bytes"));
+  }
+  const std::string file = req.file_name.empty() ? "job.toml" : req.file_name;
+  ParseResult parsed = ParseJobText(req.source, file, req.inputs);
+  if (!parsed.ok()) {
+    std::vector<std::string> lines;
+    for (const Diagnostic& d : parsed.errors) lines.push_back(d.ToString());
+    spdlog::info("submission of {} refused: {} errors", file, lines.size());
+    return ErrorFrame(id,
+                      Status::InvalidArgument(
+                          file + ": " + std::to_string(lines.size()) +
+                          " validation error(s); the job was not stored"),
+                      std::move(lines));
+  }
+  const TimeMs now = clock_.Now();
+  JobSpec spec = std::move(*parsed.job);
+  JobRecord job;
+  job.id = store_->NewJobId();
+  job.name = spec.name;
+  job.state = JobState::kPending;
+  job.created_at = now;
+  job.inputs = spec.inputs;
+  job.source = req.source;
+  job.source_name = file;
+  job.task_count = static_cast<uint32_t>(spec.tasks.size());
+  std::vector<TaskRecord> tasks;
+  for (uint32_t i = 0; i < spec.tasks.size(); ++i) {
+    TaskRecord t;
+    t.job_id = job.id;
+    t.index = i;
+    t.name = spec.tasks[i].name;
+    tasks.push_back(std::move(t));
+  }
+  Status st = batch_->PutJob(job);
+  for (const TaskRecord& t : tasks) {
+    if (st.ok()) st = batch_->PutTask(t);
+  }
+  if (!st.ok()) {
+    spdlog::error("job {}: cannot store: {}", job.id, st.ToString());
+    return ErrorFrame(id, st);
+  }
+  spdlog::info("job {}: submitted '{}' with {} tasks", job.id, job.name,
+               tasks.size());
+  SubmitReply reply;
+  reply.id = id;
+  reply.job_id = job.id;
+  plan_.AddJob(std::move(job), std::move(spec), std::move(tasks), now, fx);
+  return Encode(reply);
+}
+
+Result<JobView> Server::View(const std::string& job_id,
+                             bool with_tasks) const {
+  auto job = store_->GetJob(job_id);
+  if (!job.ok()) return job.status();
+  JobView v;
+  v.id = job->id;
+  v.name = job->name;
+  v.state = std::string(JobStateName(job->state));
+  v.created_at = TimeOrNull(job->created_at);
+  v.started_at = TimeOrNull(job->started_at);
+  v.finished_at = TimeOrNull(job->finished_at);
+  v.error = TextOrNull(job->error);
+  v.inputs = job->inputs;
+  if (!with_tasks) return v;
+  auto tasks = store_->GetTasks(job_id);
+  if (!tasks.ok()) return tasks.status();
+  for (const TaskRecord& t : *tasks) {
+    TaskView tv;
+    tv.name = t.name;
+    tv.state = std::string(TaskStateName(t.state));
+    tv.attempts = t.attempts;
+    tv.worker = TextOrNull(t.worker);
+    tv.exit_code = t.exit_code;
+    if (t.state == TaskState::kCompleted || t.state == TaskState::kFailed) {
+      tv.output = t.output;
+    }
+    tv.error = TextOrNull(t.error);
+    tv.started_at = TimeOrNull(t.started_at);
+    tv.finished_at = TimeOrNull(t.finished_at);
+    for (const AttemptRecord& h : t.history) {
+      if (!h.error.empty()) {
+        tv.errors.push_back("attempt " + std::to_string(h.number) + " on " +
+                            h.worker + ": " + h.error);
+      }
+    }
+    v.tasks.push_back(std::move(tv));
+  }
+  return v;
+}
+
+void Server::HandleWorker(std::vector<std::string> frames, Effects& fx) {
+  if (frames.size() != 2) {
+    spdlog::warn("worker channel: message of {} frames dropped",
+                 frames.size());
+    return;
+  }
+  const std::string& worker = frames[0];
+  auto frame = Frame::Parse(frames[1]);
+  auto answer_error = [&](const Status& st) {
+    spdlog::warn("worker {}: message refused: {}", worker, st.message());
+    fx.messages.emplace_back(worker, ErrorFrame(0, st));
+  };
+  if (!frame.ok()) return answer_error(frame.status());
+  const TimeMs now = clock_.Now();
+  const std::string& type = frame->type();
+  if (type == Hello::kType) {
+    auto m = frame->As<Hello>();
+    if (!m.ok()) return answer_error(m.status());
+    if (m->name != worker) {
+      return answer_error(Status::InvalidArgument(
+          "hello names '" + m->name + "' but the connection's routing id is '" +
+          worker + "'"));
+    }
+    spdlog::info("worker {} connected ({} running)", worker,
+                 m->running.size());
+    plan_.OnHello(*m, now, fx);
+  } else if (type == Started::kType) {
+    auto m = frame->As<Started>();
+    if (!m.ok()) return answer_error(m.status());
+    plan_.OnStarted(worker, *m, now, fx);
+  } else if (type == LogData::kType) {
+    auto m = frame->As<LogData>();
+    if (!m.ok()) return answer_error(m.status());
+    plan_.OnLog(worker, *m, fx);
+  } else if (type == TaskResult::kType) {
+    auto m = frame->As<TaskResult>();
+    if (!m.ok()) return answer_error(m.status());
+    spdlog::debug("job {} task {} attempt {}: result from {}", m->ref.job_id,
+                  m->ref.task, m->ref.attempt, worker);
+    plan_.OnResult(worker, *m, now, fx);
+  } else if (type == Reject::kType) {
+    auto m = frame->As<Reject>();
+    if (!m.ok()) return answer_error(m.status());
+    plan_.OnReject(worker, *m, now, fx);
+  } else if (type == Goodbye::kType) {
+    auto m = frame->As<Goodbye>();
+    if (!m.ok()) return answer_error(m.status());
+    spdlog::info("worker {} leaving, returning {} tasks", worker,
+                 m->returned.size());
+    plan_.OnGoodbye(worker, *m, now, fx);
+  } else if (type == ErrorReply::kType) {
+    auto m = frame->As<ErrorReply>();
+    if (m.ok()) spdlog::warn("worker {} reports: {}", worker, m->message);
+  } else {
+    answer_error(Status::InvalidArgument("unknown message type '" + type + "'"));
+  }
+}
+
+void Server::HandleHeartbeat(const std::string& frame, Effects& fx) {
+  // Subscription frames (0x00 / 0x01 + topic) come through XPUB too.
+  if (!frame.empty() && (frame[0] == 0 || frame[0] == 1)) return;
+  auto parsed = Frame::Parse(frame);
+  if (!parsed.ok()) {
+    spdlog::warn("heartbeat channel: message dropped: {}",
+                 parsed.status().message());
+    return;
+  }
+  if (parsed->type() != WorkerHeartbeat::kType) {
+    spdlog::warn("heartbeat channel: unexpected '{}' message dropped",
+                 parsed->type());
+    return;
+  }
+  auto hb = parsed->As<WorkerHeartbeat>();
+  if (!hb.ok()) {
+    spdlog::warn("heartbeat channel: {}", hb.status().message());
+    return;
+  }
+  plan_.OnHeartbeat(*hb, clock_.Now(), fx);
+}
+
+}  // namespace drover

@@ -1,0 +1,285 @@
+#include "shell_runtime.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <fstream>
+#include <random>
+#include <thread>
+
+namespace drover {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Step {
+  int32_t exit_code = -1;
+  std::string error;
+  bool timed_out = false;
+  bool cancelled = false;
+};
+
+// Closes a descriptor when it goes out of scope.
+struct Fd {
+  int fd = -1;
+  ~Fd() {
+    if (fd >= 0) close(fd);
+  }
+};
+
+std::string UniqueSuffix() {
+  static std::atomic<uint64_t> counter{0};
+  return std::to_string(getpid()) + "-" + std::to_string(counter++);
+}
+
+std::vector<std::string> Environment(const TaskRun& task,
+                                     const std::filesystem::path& scratch,
+                                     const std::filesystem::path& output) {
+  std::map<std::string, std::string> env;
+  const char* path = getenv("PATH");
+  env["PATH"] = path ? path : "/usr/local/bin:/usr/bin:/bin";
+  const char* home = getenv("HOME");
+  env["HOME"] = home ? home : "/";
+  for (const auto& [k, v] : task.env) env[k] = v;
+  env["DROVER_OUTPUT"] = output.string();
+  env["DROVER_SCRATCH"] = scratch.string();
+  env["DROVER_JOB_ID"] = task.job_id;
+  env["DROVER_TASK"] = task.task_name;
+  env["DROVER_ATTEMPT"] = std::to_string(task.attempt);
+  std::vector<std::string> out;
+  for (const auto& [k, v] : env) out.push_back(k + "=" + v);
+  return out;
+}
+
+std::vector<char*> CStrings(std::vector<std::string>& v) {
+  std::vector<char*> out;
+  for (auto& s : v) out.push_back(s.data());
+  out.push_back(nullptr);
+  return out;
+}
+
+std::string Describe(std::chrono::milliseconds d) {
+  if (d.count() % 1000 == 0) return std::to_string(d.count() / 1000) + "s";
+  return std::to_string(d.count()) + "ms";
+}
+
+// Runs one process to its end, streaming its output to `logs`.
+Step RunProcess(const TaskRun& task, const std::filesystem::path& scratch,
+                const std::filesystem::path& output, LogSink& logs,
+                std::stop_token stop, std::chrono::milliseconds grace) {
+  Step step;
+  std::vector<std::string> argv;
+  if (!task.run.empty()) {
+    argv = {"/bin/sh", "-c", task.run};
+  } else {
+    argv = task.entrypoint;
+    argv.insert(argv.end(), task.cmd.begin(), task.cmd.end());
+  }
+  if (argv.empty()) {
+    step.error = "task has neither run nor cmd";
+    return step;
+  }
+  if (!task.user.empty()) {
+    step.error = "the shell runtime cannot run a task as user '" + task.user +
+                 "'; use an image with the docker runtime";
+    return step;
+  }
+  std::vector<std::string> envs = Environment(task, scratch, output);
+  int out_pipe[2], err_pipe[2];
+  if (pipe2(out_pipe, O_CLOEXEC) != 0) {
+    step.error = std::string("pipe: ") + strerror(errno);
+    return step;
+  }
+  Fd out_r{out_pipe[0]}, out_w{out_pipe[1]};
+  if (pipe2(err_pipe, O_CLOEXEC) != 0) {
+    step.error = std::string("pipe: ") + strerror(errno);
+    return step;
+  }
+  Fd err_r{err_pipe[0]}, err_w{err_pipe[1]};
+
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_adddup2(&actions, out_w.fd, 1);
+  posix_spawn_file_actions_adddup2(&actions, err_w.fd, 2);
+  const std::string cwd = task.workdir.empty() ? scratch.string() : task.workdir;
+  posix_spawn_file_actions_addchdir_np(&actions, cwd.c_str());
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  posix_spawnattr_setpgroup(&attr, 0);
+  sigset_t defaults;
+  sigemptyset(&defaults);
+  sigaddset(&defaults, SIGPIPE);
+  sigaddset(&defaults, SIGTERM);
+  sigaddset(&defaults, SIGINT);
+  posix_spawnattr_setsigdefault(&attr, &defaults);
+  sigset_t none;
+  sigemptyset(&none);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP |
+                                      POSIX_SPAWN_SETSIGDEF |
+                                      POSIX_SPAWN_SETSIGMASK);
+  auto cargv = CStrings(argv);
+  auto cenv = CStrings(envs);
+  pid_t pid = -1;
+  int rc = posix_spawn(&pid, cargv[0], &actions, &attr, cargv.data(),
+                       cenv.data());
+  if (rc != 0 && argv[0].find('/') == std::string::npos) {
+    rc = posix_spawnp(&pid, cargv[0], &actions, &attr, cargv.data(),
+                      cenv.data());
+  }
+  posix_spawn_file_actions_destroy(&actions);
+  posix_spawnattr_destroy(&attr);
+  close(out_w.fd);
+  out_w.fd = -1;
+  close(err_w.fd);
+  err_w.fd = -1;
+  if (rc != 0) {
+    step.error = "cannot start '" + argv[0] + "': " + strerror(rc);
+    return step;
+  }
+
+  const auto start = Clock::now();
+  const bool has_deadline = task.timeout.count() > 0;
+  const auto deadline = start + task.timeout;
+  std::optional<Clock::time_point> kill_at;  // SIGKILL after the grace
+  std::optional<Clock::time_point> drain_until;
+  bool exited = false;
+  int status = 0;
+  char buf[16384];
+  pollfd fds[2] = {{out_r.fd, POLLIN, 0}, {err_r.fd, POLLIN, 0}};
+  auto terminate = [&] {
+    if (kill_at) return;
+    kill(-pid, SIGTERM);
+    kill_at = Clock::now() + grace;
+  };
+  while (true) {
+    int open_fds = (fds[0].fd >= 0) + (fds[1].fd >= 0);
+    if (open_fds > 0) {
+      poll(fds, 2, 50);
+      for (int i = 0; i < 2; ++i) {
+        if (fds[i].fd < 0 || fds[i].revents == 0) continue;
+        ssize_t n = read(fds[i].fd, buf, sizeof buf);
+        if (n > 0) {
+          logs.Write(i == 0 ? 'o' : 'e', std::string_view(buf, n));
+        } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
+          fds[i].fd = -1;
+        }
+      }
+    } else if (!exited) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    if (!exited && waitpid(pid, &status, WNOHANG) == pid) {
+      exited = true;
+      // Children it left behind may hold the pipes open: read what they
+      // print for a moment, then stop the whole group.
+      drain_until = Clock::now() + std::chrono::milliseconds(200);
+    }
+    const auto now = Clock::now();
+    if (exited) {
+      if ((fds[0].fd < 0 && fds[1].fd < 0) || now >= *drain_until) {
+        kill(-pid, SIGKILL);
+        break;
+      }
+      continue;
+    }
+    if (stop.stop_requested() && !step.cancelled && !step.timed_out) {
+      step.cancelled = true;
+      terminate();
+    }
+    if (has_deadline && now >= deadline && !step.cancelled &&
+        !step.timed_out) {
+      step.timed_out = true;
+      terminate();
+    }
+    if (kill_at && now >= *kill_at) {
+      kill(-pid, SIGKILL);
+      kill_at = Clock::time_point::max();
+    }
+  }
+  if (WIFEXITED(status)) {
+    step.exit_code = WEXITSTATUS(status);
+  } else if (WIFSIGNALED(status)) {
+    step.exit_code = 128 + WTERMSIG(status);
+    if (!step.timed_out && !step.cancelled) {
+      step.error = "killed by signal " + std::to_string(WTERMSIG(status));
+    }
+  }
+  if (step.timed_out) step.error = "timed out after " + Describe(task.timeout);
+  if (step.cancelled) step.error = "cancelled";
+  return step;
+}
+
+}  // namespace
+
+ShellRuntime::ShellRuntime(std::filesystem::path work_dir,
+                           std::chrono::milliseconds kill_grace)
+    : work_dir_(std::move(work_dir)), kill_grace_(kill_grace) {}
+
+RunOutcome ShellRuntime::Run(const TaskRun& task, LogSink& logs,
+                             std::stop_token stop) {
+  RunOutcome out;
+  std::error_code ec;
+  const std::filesystem::path dir =
+      work_dir_ / ("attempt-" + UniqueSuffix());
+  const std::filesystem::path scratch = dir / "scratch";
+  const std::filesystem::path output = dir / "output";
+  std::filesystem::create_directories(scratch, ec);
+  if (ec) {
+    out.error = "cannot create the scratch directory " + scratch.string() +
+                ": " + ec.message();
+    out.infrastructure = true;
+    return out;
+  }
+  {
+    std::ofstream touch(output);
+  }
+  auto run_step = [&](const TaskRun& t, const std::string& what) {
+    TaskRun step_task = t;
+    step_task.job_id = task.job_id;
+    step_task.attempt = task.attempt;
+    Step s = RunProcess(step_task, scratch, output, logs, stop, kill_grace_);
+    if (s.error.empty() && s.exit_code != 0) {
+      s.error = "exited with code " + std::to_string(s.exit_code);
+    }
+    if (!s.error.empty() && !what.empty()) {
+      s.error = what + " '" + t.task_name + "' failed: " + s.error;
+    }
+    return s;
+  };
+  Step result;
+  for (const TaskRun& pre : task.pre) {
+    result = run_step(pre, "pre task");
+    if (!result.error.empty()) break;
+  }
+  if (result.error.empty()) {
+    result = run_step(task, "");
+    out.exit_code = result.exit_code;
+    if (result.error == "exited with code " + std::to_string(result.exit_code)) {
+      result.error.clear();  // a plain non-zero exit: the exit code says it
+    }
+    if (result.error.empty() && result.exit_code == 0) {
+      for (const TaskRun& post : task.post) {
+        result = run_step(post, "post task");
+        if (!result.error.empty()) break;
+      }
+    }
+  }
+  out.error = result.error;
+  out.timed_out = result.timed_out;
+  out.cancelled = result.cancelled;
+  std::ifstream in(output, std::ios::binary);
+  out.output.resize(kMaxOutputBytes);
+  in.read(out.output.data(), static_cast<std::streamsize>(kMaxOutputBytes));
+  out.output.resize(static_cast<size_t>(in.gcount()));
+  std::filesystem::remove_all(dir, ec);
+  return out;
+}
+
+}  // namespace drover

@@ -1,0 +1,41 @@
+// ShellRuntime: runs a task as a plain process on the worker's host, for
+// workers that offer `--runtime shell`. `run` goes through /bin/sh -c,
+// `cmd` runs as argv. Each process gets its own process group, so a timeout
+// or cancel stops everything it started.
+//
+// Pre, main and post tasks of one attempt share a scratch directory
+// ($DROVER_SCRATCH), which stands in for the container volumes of the
+// Docker runtime. The environment is the task's `env` plus PATH, HOME and
+// the DROVER_* variables; nothing else of the worker's leaks in.
+//
+// Thread-safe: Run may be called from many task threads at once.
+#ifndef DROVER_WORKERS_SHELL_RUNTIME_H_
+#define DROVER_WORKERS_SHELL_RUNTIME_H_
+
+#include <chrono>
+#include <filesystem>
+
+#include "drover/runtime.h"
+
+namespace drover {
+
+class ShellRuntime final : public Runtime {
+ public:
+  // `work_dir` holds one scratch directory per running attempt; it must
+  // exist. `kill_grace` is how long a process has between SIGTERM and
+  // SIGKILL.
+  explicit ShellRuntime(std::filesystem::path work_dir,
+                        std::chrono::milliseconds kill_grace =
+                            std::chrono::seconds(5));
+  std::string_view name() const override { return "shell"; }
+  RunOutcome Run(const TaskRun& task, LogSink& logs,
+                 std::stop_token stop) override;
+
+ private:
+  std::filesystem::path work_dir_;
+  std::chrono::milliseconds kill_grace_;
+};
+
+}  // namespace drover
+
+#endif  // DROVER_WORKERS_SHELL_RUNTIME_H_

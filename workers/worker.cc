@@ -1,0 +1,422 @@
+#include "worker.h"
+
+#include <spdlog/spdlog.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <random>
+
+namespace drover {
+namespace {
+
+std::string RandomHex(size_t n) {
+  std::random_device rd;
+  std::mt19937_64 rng(rd());
+  static const char* kHex = "0123456789abcdef";
+  std::string s;
+  for (size_t i = 0; i < n; ++i) s += kHex[rng() % 16];
+  return s;
+}
+
+std::string Redact(std::string text, const std::vector<std::string>& secrets) {
+  static const std::string kMask = "[redacted]";
+  for (const std::string& secret : secrets) {
+    if (secret.empty()) continue;
+    for (size_t pos = text.find(secret); pos != std::string::npos;
+         pos = text.find(secret, pos + kMask.size())) {
+      text.replace(pos, secret.size(), kMask);
+    }
+  }
+  return text;
+}
+
+// Sends a task's output to the worker loop as LogData frames, masking
+// secrets. A secret split across two writes is caught by holding back a
+// tail as long as the longest secret until the next write or the end.
+class ForwardingSink final : public LogSink {
+ public:
+  ForwardingSink(AttemptRef ref, std::vector<std::string> secrets,
+                 std::function<void(std::string)> post)
+      : ref_(std::move(ref)), secrets_(std::move(secrets)),
+        post_(std::move(post)) {
+    for (const auto& s : secrets_) hold_ = std::max(hold_, s.size());
+  }
+  void Write(char stream, std::string_view data) override {
+    std::lock_guard lock(mu_);
+    std::string& pending = pending_[stream];
+    pending.append(data);
+    if (pending.size() <= hold_) return;
+    std::string masked = Redact(std::move(pending), secrets_);
+    pending.clear();
+    size_t keep = std::min(hold_, masked.size());
+    if (keep > 0) {
+      pending = masked.substr(masked.size() - keep);
+      masked.resize(masked.size() - keep);
+    }
+    Emit(stream, std::move(masked));
+  }
+  void Flush() {
+    std::lock_guard lock(mu_);
+    for (auto& [stream, pending] : pending_) {
+      if (!pending.empty()) Emit(stream, Redact(std::move(pending), secrets_));
+      pending.clear();
+    }
+  }
+
+ private:
+  void Emit(char stream, std::string data) {
+    if (data.empty()) return;
+    LogData m;
+    m.ref = ref_;
+    m.stream = std::string(1, stream);
+    m.data = std::move(data);
+    post_(Encode(m));
+  }
+  AttemptRef ref_;
+  std::vector<std::string> secrets_;
+  std::function<void(std::string)> post_;
+  size_t hold_ = 0;
+  std::mutex mu_;
+  std::map<char, std::string> pending_;
+};
+
+}  // namespace
+
+struct Worker::Attempt {
+  AttemptRef ref;
+  std::string queue;
+  std::jthread thread;
+};
+
+Worker::Worker(WorkerOptions options,
+               std::map<std::string, std::unique_ptr<Runtime>> runtimes)
+    : options_(std::move(options)),
+      runtimes_(std::move(runtimes)),
+      instance_(RandomHex(16)),
+      ctx_(1),
+      dealer_(ctx_, zmq::socket_type::dealer),
+      heartbeat_(ctx_, zmq::socket_type::xsub) {}
+
+Worker::~Worker() {
+  for (auto& [ref, a] : running_) a->thread.request_stop();
+  running_.clear();  // joins
+  if (event_fd_ >= 0) close(event_fd_);
+}
+
+Status Worker::Start() {
+  event_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (event_fd_ < 0) return Status::Internal("eventfd failed");
+  try {
+    dealer_.set(zmq::sockopt::routing_id, options_.name);
+    dealer_.set(zmq::sockopt::linger, 0);
+    dealer_.set(zmq::sockopt::maxmsgsize,
+                4 * static_cast<int64_t>(kMaxFrameBytes));
+    heartbeat_.set(zmq::sockopt::linger, 0);
+    dealer_.connect(options_.tasks);
+    heartbeat_.connect(options_.heartbeat);
+    // XSUB: subscribe to everything the scheduler publishes.
+    const char subscribe_all = 1;
+    heartbeat_.send(zmq::buffer(&subscribe_all, 1), zmq::send_flags::none);
+  } catch (const zmq::error_t& e) {
+    return Status::Unavailable("cannot connect to the scheduler at " +
+                               options_.tasks + " / " + options_.heartbeat +
+                               ": " + e.what());
+  }
+  std::string queues;
+  for (const auto& [q, n] : options_.queues) {
+    queues += (queues.empty() ? "" : ", ") + q + ":" + std::to_string(n);
+  }
+  std::string rts;
+  for (const auto& [name, r] : runtimes_) rts += (rts.empty() ? "" : ", ") + name;
+  spdlog::info("worker {} connecting to {}: queues {}; runtimes {}",
+               options_.name, options_.tasks, queues, rts);
+  SayHello();
+  return Status::Ok();
+}
+
+void Worker::Send(const std::string& body) {
+  try {
+    if (!dealer_.send(zmq::buffer(body), zmq::send_flags::dontwait)) {
+      spdlog::warn("scheduler channel full; message dropped (kept results "
+                   "are sent again)");
+    }
+  } catch (const zmq::error_t& e) {
+    spdlog::warn("send to scheduler failed: {}", e.what());
+  }
+}
+
+void Worker::SayHello() {
+  Hello h;
+  h.name = options_.name;
+  h.instance = instance_;
+  h.queues = options_.queues;
+  for (const auto& [name, r] : runtimes_) h.runtimes.push_back(name);
+  for (const auto& [ref, a] : running_) h.running.push_back(ref);
+  welcomed_ = false;
+  last_hello_ = clock_.Now();
+  Send(Encode(h));
+}
+
+std::string Worker::State() {
+  if (stop_.load()) return "draining";
+  auto docker = runtimes_.find("docker");
+  if (docker != runtimes_.end() && !docker->second->Healthy()) {
+    return "degraded";
+  }
+  return "ready";
+}
+
+void Worker::SendHeartbeat() {
+  WorkerHeartbeat hb;
+  hb.name = options_.name;
+  hb.instance = instance_;
+  hb.state = State();
+  hb.running = static_cast<uint32_t>(running_.size());
+  hb.at_ms = clock_.Now();
+  try {
+    heartbeat_.send(zmq::buffer(Encode(hb)), zmq::send_flags::dontwait);
+  } catch (const zmq::error_t& e) {
+    spdlog::warn("heartbeat not sent: {}", e.what());
+  }
+}
+
+void Worker::Post(std::string frame, const AttemptRef* finished) {
+  {
+    std::lock_guard lock(mu_);
+    outbox_.push_back(std::move(frame));
+    if (finished != nullptr) finished_.push_back(*finished);
+  }
+  const uint64_t one = 1;
+  (void)!write(event_fd_, &one, sizeof one);
+}
+
+void Worker::DrainOutbox() {
+  uint64_t count;
+  (void)!read(event_fd_, &count, sizeof count);
+  std::deque<std::string> frames;
+  std::vector<AttemptRef> finished;
+  {
+    std::lock_guard lock(mu_);
+    frames.swap(outbox_);
+    finished.swap(finished_);
+  }
+  for (const std::string& f : frames) {
+    auto parsed = Frame::Parse(f);
+    if (parsed.ok() && parsed->type() == TaskResult::kType) {
+      auto r = parsed->As<TaskResult>();
+      if (r.ok()) unacked_[r->ref] = f;
+    }
+    Send(f);
+  }
+  for (const AttemptRef& ref : finished) running_.erase(ref);  // joins
+}
+
+void Worker::OnAssign(const Assign& a) {
+  auto reject = [&](const std::string& why) {
+    spdlog::warn("job {} task {} attempt {}: declined: {}", a.ref.job_id,
+                 a.ref.task, a.ref.attempt, why);
+    Reject r;
+    r.ref = a.ref;
+    r.reason = why;
+    Send(Encode(r));
+  };
+  if (stop_.load()) return reject("worker is shutting down");
+  auto rt = runtimes_.find(a.runtime);
+  if (rt == runtimes_.end()) {
+    return reject("runtime '" + a.runtime + "' is not offered here");
+  }
+  auto q = options_.queues.find(a.queue);
+  if (q == options_.queues.end()) {
+    return reject("queue '" + a.queue + "' is not served here");
+  }
+  uint32_t used = 0;
+  for (const auto& [ref, att] : running_) used += att->queue == a.queue;
+  if (used >= q->second) return reject("no free slot on queue " + a.queue);
+  if (running_.count(a.ref)) return;  // a duplicate assignment
+
+  auto attempt = std::make_unique<Attempt>();
+  attempt->ref = a.ref;
+  attempt->queue = a.queue;
+  Runtime* runtime = rt->second.get();
+  TaskRun run = FromWire(a.task);
+  run.job_id = a.ref.job_id;
+  run.attempt = a.ref.attempt;
+  run.worker = options_.name;
+  spdlog::info("job {} task {} attempt {}: starting '{}' ({})", a.ref.job_id,
+               a.ref.task, a.ref.attempt, run.task_name, a.runtime);
+  attempt->thread = std::jthread(
+      [this, runtime, run = std::move(run), ref = a.ref,
+       secrets = a.redact](std::stop_token stop) {
+        TaskResult result;
+        result.ref = ref;
+        result.started_at_ms = clock_.Now();
+        Started started;
+        started.ref = ref;
+        started.at_ms = result.started_at_ms;
+        Post(Encode(started), nullptr);
+        ForwardingSink sink(ref, secrets,
+                            [this](std::string f) { Post(std::move(f), nullptr); });
+        RunOutcome out;
+        try {
+          out = runtime->Run(run, sink, stop);
+        } catch (const std::exception& e) {
+          out.error = std::string("runtime failed: ") + e.what();
+          out.infrastructure = true;
+        }
+        sink.Flush();
+        result.finished_at_ms = clock_.Now();
+        result.exit_code = out.exit_code;
+        result.output = Redact(out.output, secrets);
+        result.error = Redact(out.error, secrets);
+        result.timed_out = out.timed_out;
+        result.cancelled = out.cancelled;
+        result.infrastructure = out.infrastructure;
+        spdlog::info("job {} task {} attempt {}: finished, exit code {}{}{}",
+                     ref.job_id, ref.task, ref.attempt, out.exit_code,
+                     result.error.empty() ? "" : ", error: ", result.error);
+        Post(Encode(result), &ref);
+      });
+  running_[a.ref] = std::move(attempt);
+}
+
+void Worker::OnSchedulerMessage(const std::string& body) {
+  auto frame = Frame::Parse(body);
+  if (!frame.ok()) {
+    spdlog::warn("scheduler message dropped: {}", frame.status().message());
+    return;
+  }
+  const std::string& type = frame->type();
+  if (type == Welcome::kType) {
+    auto m = frame->As<Welcome>();
+    if (!m.ok()) return;
+    welcomed_ = true;
+    if (m->scheduler != scheduler_) {
+      spdlog::info("connected to scheduler {}", m->scheduler);
+    }
+    scheduler_ = m->scheduler;
+    for (const AttemptRef& ref : m->abandon) {
+      auto it = running_.find(ref);
+      if (it == running_.end()) continue;
+      spdlog::info("job {} task {} attempt {}: given up by the scheduler; "
+                   "stopping it", ref.job_id, ref.task, ref.attempt);
+      it->second->thread.request_stop();
+    }
+    for (const auto& [ref, f] : unacked_) Send(f);
+  } else if (type == Assign::kType) {
+    auto m = frame->As<Assign>();
+    if (!m.ok()) {
+      spdlog::warn("{}", m.status().message());
+      return;
+    }
+    OnAssign(*m);
+  } else if (type == Stop::kType) {
+    auto m = frame->As<Stop>();
+    if (!m.ok()) return;
+    auto it = running_.find(m->ref);
+    if (it != running_.end()) {
+      spdlog::info("job {} task {} attempt {}: stopping: {}", m->ref.job_id,
+                   m->ref.task, m->ref.attempt, m->reason);
+      it->second->thread.request_stop();
+    }
+  } else if (type == Announce::kType) {
+    SayHello();
+  } else if (type == ResultAck::kType) {
+    auto m = frame->As<ResultAck>();
+    if (m.ok()) unacked_.erase(m->ref);
+  } else if (type == ErrorReply::kType) {
+    auto m = frame->As<ErrorReply>();
+    if (m.ok()) spdlog::warn("scheduler says: {}: {}", m->code, m->message);
+  } else {
+    spdlog::warn("unknown message type '{}' from the scheduler", type);
+  }
+}
+
+void Worker::OnHeartbeatMessage(const std::string& body) {
+  auto frame = Frame::Parse(body);
+  if (!frame.ok() || frame->type() != SchedulerHeartbeat::kType) return;
+  auto m = frame->As<SchedulerHeartbeat>();
+  if (!m.ok()) return;
+  if (!scheduler_.empty() && m->instance != scheduler_) {
+    spdlog::info("scheduler restarted (now {}); announcing again",
+                 m->instance);
+    scheduler_ = m->instance;
+    SayHello();
+  } else if (scheduler_.empty() && !welcomed_) {
+    SayHello();
+  }
+}
+
+Status Worker::Run() {
+  TimeMs drain_deadline = 0;
+  bool said_goodbye = false;
+  while (true) {
+    const TimeMs now = clock_.Now();
+    if (stop_.load()) {
+      if (drain_deadline == 0) {
+        drain_deadline = now + options_.shutdown_grace.count();
+        spdlog::info("stopping: {} tasks running, waiting up to {} ms",
+                     running_.size(), options_.shutdown_grace.count());
+        SendHeartbeat();
+      }
+      if (running_.empty() || now >= drain_deadline) {
+        if (!said_goodbye) {
+          Goodbye bye;
+          for (auto& [ref, a] : running_) {
+            bye.returned.push_back(ref);
+            a->thread.request_stop();
+          }
+          Send(Encode(bye));
+          said_goodbye = true;
+        }
+        running_.clear();  // joins the stopped threads
+        DrainOutbox();
+        // Give queued frames a moment to leave before the context closes.
+        dealer_.set(zmq::sockopt::linger, 1000);
+        return Status::Ok();
+      }
+    }
+    if (now >= next_heartbeat_) {
+      SendHeartbeat();
+      next_heartbeat_ = now + options_.heartbeat_interval.count();
+    }
+    if (!welcomed_ && now - last_hello_ > 1000) SayHello();
+    if (now >= next_resend_) {
+      for (const auto& [ref, f] : unacked_) Send(f);
+      next_resend_ = now + 5000;
+    }
+    zmq_pollitem_t items[] = {
+        {dealer_.handle(), 0, ZMQ_POLLIN, 0},
+        {heartbeat_.handle(), 0, ZMQ_POLLIN, 0},
+        {nullptr, event_fd_, ZMQ_POLLIN, 0},
+    };
+    long timeout = std::clamp<long>(
+        static_cast<long>(next_heartbeat_ - clock_.Now()), 0, 200);
+    if (zmq_poll(items, 3, timeout) < 0 && zmq_errno() != EINTR) {
+      return Status::Internal(std::string("poll: ") +
+                              zmq_strerror(zmq_errno()));
+    }
+    try {
+      for (int i = 0; i < 256; ++i) {
+        zmq::message_t msg;
+        if (!dealer_.recv(msg, zmq::recv_flags::dontwait)) break;
+        if (msg.more()) {
+          while (msg.more() && dealer_.recv(msg, zmq::recv_flags::dontwait)) {
+          }
+          spdlog::warn("multipart message from the scheduler dropped");
+          continue;
+        }
+        OnSchedulerMessage(msg.to_string());
+      }
+      for (int i = 0; i < 256; ++i) {
+        zmq::message_t msg;
+        if (!heartbeat_.recv(msg, zmq::recv_flags::dontwait)) break;
+        OnHeartbeatMessage(msg.to_string());
+      }
+    } catch (const zmq::error_t& e) {
+      spdlog::warn("socket error: {}", e.what());
+    }
+    if (items[2].revents & ZMQ_POLLIN) DrainOutbox();
+  }
+}
+
+}  // namespace drover

@@ -1,0 +1,96 @@
+// Worker: drover-worker's event loop. Connects to the scheduler's worker
+// channel (DEALER, routing id = its name) and heartbeat channel (XSUB),
+// announces its queues, slots and runtimes, runs each assigned attempt on a
+// task thread of its own through a Runtime, and reports what happened.
+//
+// Results are kept until the scheduler acknowledges them, and sent again
+// after a reconnect, so a scheduler restart loses none. When the scheduler's
+// heartbeat shows a new instance, the worker says hello again, naming the
+// attempts it is still running so they are adopted, not rerun.
+//
+// Threads: the loop owns every ZeroMQ socket; task threads hand their
+// messages to it through a locked queue and an eventfd. RequestStop is
+// async-signal-safe.
+#ifndef DROVER_WORKERS_WORKER_H_
+#define DROVER_WORKERS_WORKER_H_
+
+#include <atomic>
+#include <chrono>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <zmq.hpp>
+
+#include "drover/clock.h"
+#include "drover/protocol.h"
+#include "drover/runtime.h"
+#include "drover/status.h"
+
+namespace drover {
+
+struct WorkerOptions {
+  std::string tasks = "tcp://127.0.0.1:7701";
+  std::string heartbeat = "tcp://127.0.0.1:7702";
+  std::string name;                         // default: hostname-pid
+  std::map<std::string, uint32_t> queues;   // default: {"default": cores}
+  std::chrono::milliseconds heartbeat_interval{1000};
+  // SIGTERM: how long running tasks may finish before they are handed back.
+  std::chrono::milliseconds shutdown_grace{std::chrono::seconds(30)};
+};
+
+class Worker {
+ public:
+  // `runtimes` by name ("docker", "shell"); at least one.
+  Worker(WorkerOptions options,
+         std::map<std::string, std::unique_ptr<Runtime>> runtimes);
+  ~Worker();
+
+  Status Start();
+  // Serves until RequestStop, then drains (see WorkerOptions).
+  Status Run();
+  void RequestStop() { stop_.store(true); }
+
+ private:
+  struct Attempt;
+
+  void OnSchedulerMessage(const std::string& body);
+  void OnHeartbeatMessage(const std::string& body);
+  void OnAssign(const Assign& a);
+  void SayHello();
+  void SendHeartbeat();
+  void Send(const std::string& body);
+  void DrainOutbox();
+  void Post(std::string frame, const AttemptRef* finished);
+  std::string State();
+
+  WorkerOptions options_;
+  std::map<std::string, std::unique_ptr<Runtime>> runtimes_;
+  std::string instance_;
+  zmq::context_t ctx_;
+  zmq::socket_t dealer_;
+  zmq::socket_t heartbeat_;
+  int event_fd_ = -1;
+  std::atomic<bool> stop_{false};
+
+  std::mutex mu_;                    // guards outbox_ and finished_
+  std::deque<std::string> outbox_;   // frames from task threads
+  std::vector<AttemptRef> finished_; // attempts whose thread has ended
+
+  std::map<AttemptRef, std::unique_ptr<Attempt>> running_;
+  std::map<AttemptRef, std::string> unacked_;  // result frames
+  std::string scheduler_;  // instance id of the scheduler we said hello to
+  bool welcomed_ = false;
+  TimeMs last_hello_ = 0;
+  TimeMs next_heartbeat_ = 0;
+  TimeMs next_resend_ = 0;
+  SystemClock clock_;
+};
+
+}  // namespace drover
+
+#endif  // DROVER_WORKERS_WORKER_H_

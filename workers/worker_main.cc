@@ -1,0 +1,175 @@
+// drover-worker: runs tasks for a drover scheduler. See the spec and
+// docs/DEPLOY.md.
+#include <unistd.h>
+
+#include <csignal>
+#include <filesystem>
+#include <iostream>
+#include <thread>
+
+#include <spdlog/spdlog.h>
+#include <systemd/sd-daemon.h>
+
+#include "docker_runtime.h"
+#include "drover/cli.h"
+#include "drover/job_spec.h"
+#include "shell_runtime.h"
+#include "worker.h"
+
+namespace {
+
+drover::Worker* g_worker = nullptr;
+
+void OnSignal(int) {
+  if (g_worker != nullptr) g_worker->RequestStop();
+}
+
+std::string DefaultName() {
+  char host[256] = {0};
+  gethostname(host, sizeof host - 1);
+  return std::string(host) + "-" + std::to_string(getpid());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace drover;  // NOLINT: main only
+  CLI::App app{"drover-worker: runs tasks for a drover scheduler"};
+  app.set_version_flag("--version",
+                       std::string("drover-worker ") + DROVER_VERSION);
+  WorkerOptions o;
+  std::string config, log_level = "info", heartbeat_interval = "1s",
+                      shutdown_grace = "30s";
+  std::string docker_socket = "/var/run/docker.sock", work_dir;
+  std::vector<std::string> queues, runtimes;
+  app.add_option("--config", config, "TOML config file");
+  app.add_option("--tasks", o.tasks, "scheduler's worker channel")
+      ->capture_default_str();
+  app.add_option("--heartbeat", o.heartbeat, "scheduler's heartbeat channel")
+      ->capture_default_str();
+  app.add_option("--name", o.name, "worker id (default: hostname-pid)");
+  app.add_option("--queue", queues,
+                 "NAME:SLOTS, repeatable (default: default:<cores>)");
+  app.add_option("--runtime", runtimes,
+                 "docker or shell, repeatable (default: docker)");
+  app.add_option("--docker-socket", docker_socket, "Docker Engine API socket")
+      ->capture_default_str();
+  app.add_option("--work-dir", work_dir, "scratch space (default: a temp dir)");
+  app.add_option("--heartbeat-interval", heartbeat_interval, "heartbeat period")
+      ->capture_default_str();
+  app.add_option("--shutdown-grace", shutdown_grace,
+                 "on SIGTERM, how long running tasks may finish")
+      ->capture_default_str();
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
+      ->capture_default_str();
+  if (auto rc = ParseCommandLine(app, argc, argv)) return *rc;
+  const std::vector<ConfigKey> keys = {
+      {"tasks", ConfigKind::kString},
+      {"heartbeat", ConfigKind::kString},
+      {"name", ConfigKind::kString},
+      {"queue", ConfigKind::kStringList},
+      {"runtime", ConfigKind::kStringList},
+      {"docker-socket", ConfigKind::kString},
+      {"work-dir", ConfigKind::kString},
+      {"heartbeat-interval", ConfigKind::kDuration},
+      {"shutdown-grace", ConfigKind::kDuration},
+      {"log-level", ConfigKind::kString},
+  };
+  if (!ApplyConfig(app, config, keys)) return kExitUsage;
+  if (!SetUpLogging(log_level, "drover-worker")) {
+    std::cerr << "drover-worker: --log-level must be trace, debug, info, "
+                 "warn or error\n";
+    return kExitUsage;
+  }
+  auto usage = [](const std::string& msg) {
+    std::cerr << "drover-worker: " << msg << "\n";
+    return kExitUsage;
+  };
+  if (o.name.empty()) o.name = DefaultName();
+  for (const std::string& q : queues) {
+    const size_t colon = q.rfind(':');
+    if (colon == std::string::npos || colon == 0) {
+      return usage("--queue '" + q + "' must be NAME:SLOTS");
+    }
+    try {
+      size_t used = 0;
+      const int slots = std::stoi(q.substr(colon + 1), &used);
+      if (slots < 1 || used != q.size() - colon - 1) throw std::exception();
+      o.queues[q.substr(0, colon)] = static_cast<uint32_t>(slots);
+    } catch (const std::exception&) {
+      return usage("--queue '" + q + "': SLOTS must be a positive integer");
+    }
+  }
+  if (o.queues.empty()) {
+    o.queues["default"] = std::max(1u, std::thread::hardware_concurrency());
+  }
+  auto interval = ParseDuration(heartbeat_interval);
+  if (!interval || interval->count() < 10) {
+    return usage("--heartbeat-interval '" + heartbeat_interval +
+                 "' is not a duration of at least 10ms");
+  }
+  o.heartbeat_interval = *interval;
+  auto grace = ParseDuration(shutdown_grace);
+  if (!grace) return usage("--shutdown-grace '" + shutdown_grace +
+                           "' is not a duration");
+  o.shutdown_grace = *grace;
+
+  std::error_code ec;
+  bool own_work_dir = false;
+  if (work_dir.empty()) {
+    char tmpl[] = "/tmp/drover-worker-XXXXXX";
+    if (mkdtemp(tmpl) == nullptr) {
+      spdlog::critical("cannot create a work dir in /tmp");
+      return kExitFailed;
+    }
+    work_dir = tmpl;
+    own_work_dir = true;
+  } else {
+    std::filesystem::create_directories(work_dir, ec);
+  }
+  if (runtimes.empty()) runtimes.push_back("docker");
+  std::map<std::string, std::unique_ptr<Runtime>> rts;
+  for (const std::string& r : runtimes) {
+    if (r == "shell") {
+      rts[r] = std::make_unique<ShellRuntime>(work_dir);
+    } else if (r == "docker") {
+      auto docker = std::make_unique<DockerRuntime>(docker_socket);
+      auto left = docker->CleanupLeftovers(o.name);
+      if (!left.ok()) {
+        spdlog::warn("docker: cannot look for containers left by an earlier "
+                     "run: {}", left.status().message());
+      } else {
+        for (const auto& l : *left) {
+          spdlog::warn("job {} task {} attempt {}: removed the container an "
+                       "earlier run of this worker left behind",
+                       l.job_id, l.task_name, l.attempt);
+        }
+      }
+      rts[r] = std::move(docker);
+    } else {
+      return usage("--runtime '" + r + "' must be docker or shell");
+    }
+  }
+
+  Worker worker(o, std::move(rts));
+  Status st = worker.Start();
+  if (!st.ok()) {
+    spdlog::critical("{}", st.ToString());
+    return kExitUnreachable;
+  }
+  g_worker = &worker;
+  std::signal(SIGTERM, OnSignal);
+  std::signal(SIGINT, OnSignal);
+  std::signal(SIGPIPE, SIG_IGN);
+  sd_notify(0, "READY=1");
+  st = worker.Run();
+  sd_notify(0, "STOPPING=1");
+  g_worker = nullptr;
+  if (own_work_dir) std::filesystem::remove_all(work_dir, ec);
+  if (!st.ok()) {
+    spdlog::critical("{}", st.ToString());
+    return kExitFailed;
+  }
+  spdlog::info("worker {} stopped", o.name);
+  return kExitOk;
+}
