@@ -7,6 +7,11 @@
 #   scripts/docker-env.sh stop    stop what `start` started (by recorded PID)
 #   scripts/docker-env.sh status  say what is running
 #   scripts/docker-env.sh env     print `export` lines for the tests
+#   scripts/docker-env.sh run CMD...
+#                                 start, run CMD with that environment, then
+#                                 stop what this call started (a daemon or
+#                                 registry that was already up stays up);
+#                                 exits with CMD's status
 #   source scripts/docker-env.sh  same as `start`, exporting into the shell
 #
 # What `start` does, idempotently (a second run only checks):
@@ -118,12 +123,22 @@ _dde_start_daemon() {
     _dde_say "no daemon answers on $(_dde_socket) and starting one needs root"
     return 1
   fi
-  local sock
+  local sock i
   sock="$(_dde_socket)" || return 1
+  if _dde_ours_alive "$_dde_state/dockerd.started-pid" dockerd "$_dde_state"; then
+    # Ours, still starting up (or stuck): wait instead of starting another.
+    _dde_say "dockerd (pid $(cat "$_dde_state/dockerd.started-pid")) is" \
+      "running but not answering yet; waiting"
+    for i in $(seq 1 60); do
+      _dde_answers && return 0
+      sleep 0.5
+    done
+    _dde_say "dockerd does not answer; see $_dde_state/dockerd.log"
+    return 1
+  fi
   mkdir -p "$_dde_state/data" "$_dde_state/exec"
   # A stale socket from a killed daemon would make dockerd refuse to start.
-  if [[ -S "$sock" ]] && ! _dde_ours_alive "$_dde_state/dockerd.started-pid" \
-    dockerd "$_dde_state"; then
+  if [[ -S "$sock" ]]; then
     _dde_say "removing stale socket $sock"
     rm -f "$sock"
   fi
@@ -134,7 +149,7 @@ _dde_start_daemon() {
     dockerd --bridge=none --iptables=false \
     --data-root "$_dde_state/data" --exec-root "$_dde_state/exec" \
     --pidfile "$_dde_state/dockerd.pid" -H "unix://$sock" || return 1
-  local i
+  _dde_started_daemon=1
   for i in $(seq 1 60); do
     if _dde_answers; then
       _dde_say "dockerd (pid $(cat "$_dde_state/dockerd.started-pid")) answers"
@@ -232,6 +247,7 @@ EOF
     _dde_say "starting docker-registry on $addr"
     _dde_spawn "$_dde_state/registry.pid" "$_dde_state/registry.log" \
       docker-registry serve "$_dde_state/registry.yml" || return 1
+    _dde_started_registry=1
     local i ok=0
     for i in $(seq 1 40); do
       if curl -sf --max-time 2 "http://$addr/v2/" >/dev/null 2>&1; then
@@ -353,6 +369,24 @@ else
     stop) _dde_stop ;;
     status) _dde_status ;;
     env) _dde_env ;;
-    *) echo "usage: $0 start|stop|status|env" >&2; exit 2 ;;
+    run)
+      shift
+      [[ $# -gt 0 ]] || { echo "usage: $0 run CMD [ARG]..." >&2; exit 2; }
+      _dde_started_daemon=0
+      _dde_started_registry=0
+      _dde_start || exit 1
+      eval "$(_dde_env)"
+      "$@"
+      rc=$?
+      if [[ $_dde_started_registry -eq 1 ]]; then
+        _dde_stop_pid "$_dde_state/registry.pid" docker-registry
+        rm -f "$_dde_state/registry.addr"
+      fi
+      if [[ $_dde_started_daemon -eq 1 ]]; then
+        _dde_stop_pid "$_dde_state/dockerd.started-pid" dockerd
+      fi
+      exit $rc
+      ;;
+    *) echo "usage: $0 start|stop|status|env|run CMD..." >&2; exit 2 ;;
   esac
 fi

@@ -66,44 +66,58 @@ char Lower(char c) { return c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c; }
 // Optimal string alignment distance, case-insensitive: a swap of two
 // neighbours counts as one edit, the most common typo.
 size_t EditDistance(std::string_view a, std::string_view b) {
-  std::vector<std::vector<size_t>> d(a.size() + 1,
-                                     std::vector<size_t>(b.size() + 1));
-  for (size_t i = 0; i <= a.size(); ++i) d[i][0] = i;
-  for (size_t j = 0; j <= b.size(); ++j) d[0][j] = j;
+  std::vector<size_t> prev2(b.size() + 1), prev(b.size() + 1),
+      cur(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
   for (size_t i = 1; i <= a.size(); ++i) {
+    cur[0] = i;
     for (size_t j = 1; j <= b.size(); ++j) {
       size_t cost = Lower(a[i - 1]) == Lower(b[j - 1]) ? 0 : 1;
-      d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1,
-                          d[i - 1][j - 1] + cost});
+      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost});
       if (i > 1 && j > 1 && Lower(a[i - 1]) == Lower(b[j - 2]) &&
           Lower(a[i - 2]) == Lower(b[j - 1])) {
-        d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
+        cur[j] = std::min(cur[j], prev2[j - 2] + 1);
       }
     }
+    std::swap(prev2, prev);
+    std::swap(prev, cur);
   }
-  return d[a.size()][b.size()];
+  return prev[b.size()];
 }
 
-// "; did you mean 'x'?" for the nearest close candidate, else "".
-template <typename Range>
-std::string Suggest(std::string_view word, const Range& candidates,
-                    std::string_view prefix = "") {
-  if (word.size() > 64) return "";  // not a typo of anything we know
-  size_t limit = word.size() <= 3 ? 1 : word.size() <= 8 ? 2 : 3;
-  size_t best = limit + 1;
-  std::string_view pick;
-  for (const auto& c : candidates) {
-    std::string_view cand(c);
-    if (cand.size() > 64) continue;
-    size_t d = EditDistance(word, cand);
-    if (d < best) {
-      best = d;
-      pick = cand;
+// Finds "did you mean" candidates. Comparing every unknown name with every
+// task name is quadratic, so the work is capped per file: past the budget,
+// messages simply come without a suggestion.
+class Suggester {
+ public:
+  // "; did you mean 'PREFIX+x'?" for the nearest close candidate, else "".
+  template <typename Range>
+  std::string operator()(std::string_view word, const Range& candidates,
+                         std::string_view prefix = "") {
+    size_t limit = word.size() <= 3 ? 1 : word.size() <= 8 ? 2 : 3;
+    size_t best = limit + 1;
+    std::string_view pick;
+    for (const auto& c : candidates) {
+      std::string_view cand(c);
+      size_t gap = cand.size() > word.size() ? cand.size() - word.size()
+                                             : word.size() - cand.size();
+      if (gap > limit) continue;  // cannot be close enough
+      size_t cost = (word.size() + 1) * (cand.size() + 1);
+      if (cost > budget_) return "";
+      budget_ -= cost;
+      if (size_t d = EditDistance(word, cand); d < best) {
+        best = d;
+        pick = cand;
+      }
     }
+    if (pick.empty()) return "";
+    return "; did you mean '" + std::string(prefix) + std::string(pick) +
+           "'?";
   }
-  if (pick.empty()) return "";
-  return "; did you mean '" + std::string(prefix) + std::string(pick) + "'?";
-}
+
+ private:
+  size_t budget_ = 20'000'000;  // table cells, some 50 ms of work
+};
 
 bool IsIdentifier(std::string_view s) {
   if (s.empty() || !(std::isalpha(static_cast<unsigned char>(s[0])) ||
@@ -267,8 +281,17 @@ class Parser {
   void CheckGraph(const std::vector<TaskDraft>& drafts,
                   std::vector<TaskSpec>& tasks);
 
+  // No suggestions once the messages would be dropped anyway.
+  template <typename Range>
+  std::string Suggest(std::string_view word, const Range& candidates,
+                      std::string_view prefix = "") {
+    if (errors_.size() >= kMaxDiagnostics) return "";
+    return suggest_(word, candidates, prefix);
+  }
+
   std::string file_;
   const std::map<std::string, std::string>& overrides_;
+  Suggester suggest_;
   std::vector<Diagnostic> errors_;
   size_t dropped_ = 0;
   Settings defaults_;

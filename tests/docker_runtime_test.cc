@@ -478,6 +478,25 @@ TEST_CASE("DockerRuntime.StopTokenCancels") {
   CHECK(Clock::now() - start < seconds(12));
   CHECK(logs.out() == "started\n");
 
+  // Stopped during a pre task: the task and its post tasks never run.
+  std::stop_source stop_pre;
+  std::jthread pre_stopper([&] {
+    std::this_thread::sleep_for(seconds(2));
+    stop_pre.request_stop();
+  });
+  CaptureSink logs_pre;
+  TaskRun p = Task("p", "echo main-ran");
+  TaskRun pre, post;
+  pre.run = "echo pre-started; sleep 30";
+  post.run = "echo post-ran";
+  p.pre = {pre};
+  p.post = {post};
+  RunOutcome rp = rt.Run(p, logs_pre, stop_pre.get_token());
+  CHECK(rp.cancelled);
+  CHECK(rp.exit_code == -1);
+  CHECK(rp.error == "pre task 1 of 1: cancelled");
+  CHECK(logs_pre.out() == "pre-started\n");
+
   // Stopped before it starts: nothing runs.
   CaptureSink logs2;
   RunOutcome r2 = rt.Run(Task("t2", "echo never"), logs2, stop.get_token());

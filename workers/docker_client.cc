@@ -47,24 +47,16 @@ std::string Base64Url(std::string_view in) {
   static constexpr char kAlphabet[] =
       "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
   std::string out;
-  size_t i = 0;
-  for (; i + 2 < in.size(); i += 3) {
-    uint32_t n =
-        (uint8_t(in[i]) << 16) | (uint8_t(in[i + 1]) << 8) | uint8_t(in[i + 2]);
-    for (int shift : {18, 12, 6, 0}) out += kAlphabet[(n >> shift) & 63];
+  uint32_t bits = 0;
+  int count = 0;
+  for (unsigned char c : in) {
+    bits = (bits << 8) | c;
+    for (count += 8; count >= 6; count -= 6) {
+      out += kAlphabet[(bits >> (count - 6)) & 63];
+    }
   }
-  if (i + 1 == in.size()) {
-    uint32_t n = uint8_t(in[i]) << 16;
-    out += kAlphabet[(n >> 18) & 63];
-    out += kAlphabet[(n >> 12) & 63];
-    out += "==";
-  } else if (i + 2 == in.size()) {
-    uint32_t n = (uint8_t(in[i]) << 16) | (uint8_t(in[i + 1]) << 8);
-    out += kAlphabet[(n >> 18) & 63];
-    out += kAlphabet[(n >> 12) & 63];
-    out += kAlphabet[(n >> 6) & 63];
-    out += '=';
-  }
+  if (count > 0) out += kAlphabet[(bits << (6 - count)) & 63];
+  while (out.size() % 4 != 0) out += '=';
   return out;
 }
 
@@ -118,29 +110,18 @@ std::string ErrorMessage(const std::string& body) {
 }
 
 Status HttpError(long http_status, const std::string& body) {
-  std::string message = ErrorMessage(body);
-  switch (http_status) {
-    case 400:
-      return Status::InvalidArgument(std::move(message));
-    case 401:
-    case 403:
-      return Status::PermissionDenied(std::move(message));
-    case 404:
-      return Status::NotFound(std::move(message));
-    case 409:
-      return Status::FailedPrecondition(std::move(message));
-    default:
-      return Status::IOError(std::move(message));
-  }
+  Code code = http_status == 400   ? Code::kInvalidArgument
+              : http_status == 401 ? Code::kPermissionDenied
+              : http_status == 403 ? Code::kPermissionDenied
+              : http_status == 404 ? Code::kNotFound
+              : http_status == 409 ? Code::kFailedPrecondition
+                                   : Code::kIOError;
+  return Status(code, ErrorMessage(body));
 }
 
-Result<Json> ParseJson(const std::string& body, std::string_view what) {
-  Json j = Json::parse(body, nullptr, false);
-  if (j.is_discarded()) {
-    return Status::Corruption("Docker daemon sent malformed JSON for " +
-                              std::string(what));
-  }
-  return j;
+// `s`, or OK when it failed with one of the codes that mean "already so".
+Status OkIf(Status s, Code a, Code b = Code::kOk) {
+  return s.code() == a || s.code() == b ? Status::Ok() : s;
 }
 
 std::map<std::string, std::string> Labels(const Json& j) {
@@ -202,10 +183,8 @@ std::string TarHeader(std::string_view name, uint32_t mode, uint64_t size,
   WriteOctal(&h[124], 12, size);
   WriteOctal(&h[136], 12, 0);  // mtime
   h[156] = type;
-  std::memcpy(&h[257],
-              "ustar\0"
-              "00",
-              8);
+  std::memcpy(&h[257], "ustar", 6);  // POSIX magic, NUL included
+  std::memcpy(&h[263], "00", 2);
   std::memset(&h[148], ' ', 8);  // the checksum counts its field as spaces
   unsigned sum = 0;
   for (unsigned char c : h) sum += c;
@@ -554,14 +533,25 @@ Result<DockerClient::Response> DockerClient::Call(std::string method,
   return Perform(request);
 }
 
+Result<Json> DockerClient::CallJson(std::string method, std::string path,
+                                    std::string body, bool versioned) {
+  std::string what = method + " " + path;
+  Result<Response> r =
+      Call(std::move(method), std::move(path), std::move(body), versioned);
+  if (!r.ok()) return r.status();
+  Json j = Json::parse(r->body, nullptr, false);
+  if (j.is_discarded()) {
+    return Status::Corruption("Docker daemon sent malformed JSON for " + what);
+  }
+  return j;
+}
+
 Result<std::string> DockerClient::ApiVersion() {
   {
     std::lock_guard lock(mu_);
     if (!api_version_.empty()) return api_version_;
   }
-  Result<Response> r = Call("GET", "/version", {}, /*versioned=*/false);
-  if (!r.ok()) return r.status();
-  Result<Json> j = ParseJson(r->body, "/version");
+  Result<Json> j = CallJson("GET", "/version", {}, /*versioned=*/false);
   if (!j.ok()) return j.status();
   std::string theirs = Str(*j, "ApiVersion");
   std::string their_min = Str(*j, "MinAPIVersion");
@@ -678,9 +668,7 @@ Result<std::string> DockerClient::ContainerCreate(
   if (!config.user.empty()) body["User"] = config.user;
   std::string path = "/containers/create";
   if (!config.name.empty()) path += "?name=" + PercentEncode(config.name);
-  Result<Response> r = Call("POST", path, Dump(body));
-  if (!r.ok()) return r.status();
-  Result<Json> j = ParseJson(r->body, "container create");
+  Result<Json> j = CallJson("POST", path, Dump(body));
   if (!j.ok()) return j.status();
   std::string id = Str(*j, "Id");
   if (id.empty()) return Status::Corruption("container create: no Id");
@@ -716,19 +704,18 @@ Result<int64_t> DockerClient::ContainerWait(const std::string& id,
   request.cancel = &cancel;
   Result<Response> r = Perform(request);
   if (!r.ok()) return r.status();
-  Result<Json> j = ParseJson(r->body, "container wait");
-  if (!j.ok()) return j.status();
-  if (const Json* e = Field(*j, "Error")) {
-    std::string message = Str(*e, "Message");
-    if (!message.empty()) return Status::IOError(message);
+  Json j = Json::parse(r->body, nullptr, false);
+  if (const Json* e = Field(j, "Error"); e && !Str(*e, "Message").empty()) {
+    return Status::IOError(Str(*e, "Message"));
   }
-  return Int(*j, "StatusCode", -1);
+  if (!Field(j, "StatusCode")) {
+    return Status::Corruption("Docker daemon's wait answer has no StatusCode");
+  }
+  return Int(j, "StatusCode", -1);
 }
 
 Result<ContainerState> DockerClient::ContainerInspect(const std::string& id) {
-  Result<Response> r = Call("GET", "/containers/" + id + "/json");
-  if (!r.ok()) return r.status();
-  Result<Json> j = ParseJson(r->body, "container inspect");
+  Result<Json> j = CallJson("GET", "/containers/" + id + "/json");
   if (!j.ok()) return j.status();
   ContainerState state;
   if (const Json* s = Field(*j, "State")) {
@@ -743,12 +730,11 @@ Result<ContainerState> DockerClient::ContainerInspect(const std::string& id) {
 
 Status DockerClient::ContainerKill(const std::string& id,
                                    std::string_view signal) {
-  Status s = Call("POST",
-                  "/containers/" + id + "/kill?signal=" + PercentEncode(signal))
-                 .status();
   // 409: not running, which is what a kill wants anyway.
-  if (s.code() == Code::kFailedPrecondition) return Status::Ok();
-  return s;
+  return OkIf(Call("POST", "/containers/" + id +
+                               "/kill?signal=" + PercentEncode(signal))
+                  .status(),
+              Code::kFailedPrecondition);
 }
 
 Status DockerClient::ContainerStop(const std::string& id, int grace_seconds) {
@@ -762,20 +748,15 @@ Status DockerClient::ContainerStop(const std::string& id, int grace_seconds) {
 }
 
 Status DockerClient::ContainerRemove(const std::string& id) {
-  Status s = Call("DELETE", "/containers/" + id + "?force=1&v=1").status();
   // 404: already gone; 409: a removal is already in progress.
-  if (s.code() == Code::kNotFound || s.code() == Code::kFailedPrecondition) {
-    return Status::Ok();
-  }
-  return s;
+  return OkIf(Call("DELETE", "/containers/" + id + "?force=1&v=1").status(),
+              Code::kNotFound, Code::kFailedPrecondition);
 }
 
 Result<std::vector<DockerObject>> DockerClient::ContainerList(
     std::string_view label) {
-  Result<Response> r =
-      Call("GET", "/containers/json?all=1&filters=" + LabelFilter(label));
-  if (!r.ok()) return r.status();
-  Result<Json> j = ParseJson(r->body, "container list");
+  Result<Json> j =
+      CallJson("GET", "/containers/json?all=1&filters=" + LabelFilter(label));
   if (!j.ok()) return j.status();
   std::vector<DockerObject> out;
   if (!j->is_array()) return out;
@@ -801,16 +782,13 @@ Status DockerClient::VolumeCreate(
 }
 
 Status DockerClient::VolumeRemove(const std::string& name) {
-  Status s = Call("DELETE", "/volumes/" + name + "?force=1").status();
-  if (s.code() == Code::kNotFound) return Status::Ok();
-  return s;
+  return OkIf(Call("DELETE", "/volumes/" + name + "?force=1").status(),
+              Code::kNotFound);
 }
 
 Result<std::vector<DockerObject>> DockerClient::VolumeList(
     std::string_view label) {
-  Result<Response> r = Call("GET", "/volumes?filters=" + LabelFilter(label));
-  if (!r.ok()) return r.status();
-  Result<Json> j = ParseJson(r->body, "volume list");
+  Result<Json> j = CallJson("GET", "/volumes?filters=" + LabelFilter(label));
   if (!j.ok()) return j.status();
   std::vector<DockerObject> out;
   const Json* volumes = Field(*j, "Volumes");

@@ -20,6 +20,7 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <nlohmann/json_fwd.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -211,6 +212,9 @@ class DockerClient {
   Result<Response> Perform(Request& request);
   Result<Response> Call(std::string method, std::string path,
                         std::string body = {}, bool versioned = true);
+  // Call, then parse the answer as JSON.
+  Result<nlohmann::json> CallJson(std::string method, std::string path,
+                                  std::string body = {}, bool versioned = true);
   Status Unreachable(std::string_view why) const;
   std::string Url(std::string_view path, bool versioned);
 

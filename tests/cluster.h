@@ -1,0 +1,109 @@
+// Cluster: real droverd and drover-worker processes for integration tests,
+// on ipc:// endpoints in a fresh temp dir, with their logs kept there and
+// printed when a test fails. Processes are ended by PID only.
+#ifndef DROVER_TESTS_CLUSTER_H_
+#define DROVER_TESTS_CLUSTER_H_
+
+#include <signal.h>
+#include <sys/types.h>
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "drover/client.h"
+#include "drover/protocol.h"
+
+namespace drover::testing {
+
+// A child process whose stdout and stderr go to a log file.
+class Process {
+ public:
+  Process(std::vector<std::string> argv, std::string log_path,
+          std::map<std::string, std::string> env = {});
+  ~Process();  // SIGKILL if still running
+  pid_t pid() const { return pid_; }
+  void Signal(int sig);
+  // Waits for it to exit; its exit code, or 128+signal; -1 on timeout.
+  int Wait(std::chrono::milliseconds timeout = std::chrono::seconds(10));
+  bool Running();
+  const std::string& log_path() const { return log_path_; }
+
+ private:
+  pid_t pid_ = -1;
+  int status_ = -1;
+  std::string log_path_;
+};
+
+// Runs a command to its end; its exit code and what it printed.
+struct CommandResult {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+CommandResult RunCommand(const std::vector<std::string>& argv,
+                         std::map<std::string, std::string> env = {},
+                         std::chrono::milliseconds timeout =
+                             std::chrono::seconds(60));
+
+std::string BuildPath(const std::string& exe);  // build/<exe>
+std::string SourcePath(const std::string& rel); // <source>/<rel>
+std::string ReadFile(const std::string& path);
+void WriteFile(const std::string& path, const std::string& text);
+
+class Cluster {
+ public:
+  // `heartbeat_interval` applies to the scheduler and every worker.
+  explicit Cluster(std::string heartbeat_interval = "200ms",
+                   int liveness = 3);
+  ~Cluster();
+
+  Process& StartScheduler(std::vector<std::string> extra = {});
+  Process& StartWorker(const std::string& name,
+                       std::vector<std::string> extra = {});
+  Process& scheduler() { return *scheduler_; }
+  Process& worker(const std::string& name) { return *workers_.at(name); }
+  // Forgets (and SIGKILLs, if still running) the scheduler or a worker.
+  void DropScheduler();
+  void DropWorker(const std::string& name);
+
+  std::string Submit(const std::string& toml,
+                     std::map<std::string, std::string> inputs = {});
+  JobView Status(const std::string& job_id);
+  // Polls until the job ends; fails the test after `timeout`.
+  JobView Wait(const std::string& job_id,
+               std::chrono::milliseconds timeout = std::chrono::seconds(30));
+  std::vector<WorkerView> Workers();
+  // Polls `pred` every 20 ms; false after `timeout`.
+  static bool Eventually(const std::function<bool()>& pred,
+                         std::chrono::milliseconds timeout =
+                             std::chrono::seconds(20));
+  // All the logs a job's tasks printed (stdout and stderr), in order.
+  std::string Logs(const std::string& job_id, const std::string& task = "");
+
+  Client& client() { return *client_; }
+  const std::string& dir() const { return dir_; }
+  const std::string& api() const { return api_; }
+  const std::string& tasks_endpoint() const { return tasks_; }
+  const std::string& heartbeat_endpoint() const { return heartbeat_; }
+  // The scheduler's log so far.
+  std::string SchedulerLog() const;
+
+ private:
+  std::string dir_;
+  std::string api_, tasks_, heartbeat_;
+  std::string interval_;
+  int liveness_;
+  int scheduler_starts_ = 0;
+  std::unique_ptr<Process> scheduler_;
+  std::map<std::string, std::unique_ptr<Process>> workers_;
+  std::vector<std::unique_ptr<Process>> dropped_;
+  std::unique_ptr<Client> client_;
+};
+
+}  // namespace drover::testing
+
+#endif  // DROVER_TESTS_CLUSTER_H_

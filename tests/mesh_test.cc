@@ -1,0 +1,363 @@
+// The scheduler and the worker mesh, end to end through real processes:
+// dispatch over several workers, a worker killed mid-task, the scheduler
+// killed mid-job, a stopped worker's late result fenced off, and garbage
+// on every socket.
+#include <doctest/doctest.h>
+
+#include <filesystem>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include <zmq.hpp>
+
+#include "cluster.h"
+
+namespace drover::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+// A job of `n` independent shell tasks, each appending its name to
+// `ledger` when it really ran and sleeping `secs`.
+std::string ParallelJob(int n, const std::string& ledger, double secs) {
+  std::string toml = "name = \"parallel\"\n";
+  for (int i = 0; i < n; ++i) {
+    toml += "[[tasks]]\nname = \"t" + std::to_string(i) +
+            "\"\ndepends_on = []\nrun = \"sleep " + std::to_string(secs) +
+            "; echo t" + std::to_string(i) + " >> " + ledger +
+            "; echo -n $DROVER_TASK > $DROVER_OUTPUT\"\n";
+  }
+  return toml;
+}
+
+// Malformed messages, built with msgpack so each is wrong in one way.
+struct RawMessage {
+  uint32_t v = kProtocolVersion;
+  std::string type;
+  MSGPACK_DEFINE_MAP(v, type);
+};
+struct TypeOnly {
+  std::string type;
+  MSGPACK_DEFINE_MAP(type);
+};
+struct BadSubmit {
+  uint32_t v = kProtocolVersion;
+  std::string type = "submit";
+  int source = 5;  // should be a string
+  MSGPACK_DEFINE_MAP(v, type, source);
+};
+
+std::map<std::string, int> CountLines(const std::string& text) {
+  std::map<std::string, int> counts;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) ++counts[line];
+  return counts;
+}
+
+}  // namespace
+
+TEST_CASE("Mesh.ManyTasksSpreadOverTwoWorkers") {
+  Cluster c;
+  c.StartScheduler();
+  c.StartWorker("w1", {"--queue", "default:3"});
+  c.StartWorker("w2", {"--queue", "default:3"});
+  REQUIRE(Cluster::Eventually([&] { return c.Workers().size() == 2; }));
+  const std::string ledger = c.dir() + "/ledger";
+  const std::string id = c.Submit(ParallelJob(24, ledger, 0.05));
+  JobView job = c.Wait(id);
+  CHECK(job.state == "COMPLETED");
+  REQUIRE(job.tasks.size() == 24);
+  std::set<std::string> workers;
+  for (const TaskView& t : job.tasks) {
+    CHECK(t.state == "COMPLETED");
+    CHECK(t.attempts == 1);
+    CHECK(t.exit_code == 0);
+    CHECK(t.output == t.name);
+    workers.insert(t.worker.value_or("?"));
+  }
+  CHECK(workers == std::set<std::string>{"w1", "w2"});
+  auto counts = CountLines(ReadFile(ledger));
+  CHECK(counts.size() == 24);
+  for (const auto& [name, n] : counts) CHECK_MESSAGE(n == 1, name);
+}
+
+TEST_CASE("Mesh.SlotsAreNeverExceeded") {
+  Cluster c;
+  c.StartScheduler();
+  c.StartWorker("w1", {"--queue", "default:2"});
+  REQUIRE(Cluster::Eventually([&] { return c.Workers().size() == 1; }));
+  // Each task records how many tasks run beside it, through a shared dir.
+  const std::string d = c.dir() + "/running";
+  std::filesystem::create_directories(d);
+  std::string toml = "name = \"slots\"\n";
+  for (int i = 0; i < 8; ++i) {
+    toml += "[[tasks]]\nname = \"t" + std::to_string(i) +
+            "\"\ndepends_on = []\nrun = \"touch " + d + "/$DROVER_TASK; ls " +
+            d + " | wc -l >> " + c.dir() + "/peaks; sleep 0.1; rm " + d +
+            "/$DROVER_TASK\"\n";
+  }
+  JobView job = c.Wait(c.Submit(toml));
+  CHECK(job.state == "COMPLETED");
+  int peak = 0;
+  std::istringstream in(ReadFile(c.dir() + "/peaks"));
+  for (int n; in >> n;) peak = std::max(peak, n);
+  CHECK(peak >= 1);
+  CHECK(peak <= 2);
+}
+
+TEST_CASE("Mesh.QueuesAndRuntimesRouteTasks") {
+  Cluster c;
+  c.StartScheduler();
+  c.StartWorker("general", {"--queue", "default:2"});
+  c.StartWorker("special", {"--queue", "transcoding:1"});
+  REQUIRE(Cluster::Eventually([&] { return c.Workers().size() == 2; }));
+  const std::string toml = R"(
+name = "queues"
+[[tasks]]
+name = "plain"
+run = "true"
+[[tasks]]
+name = "heavy"
+queue = "transcoding"
+run = "true"
+[[tasks]]
+name = "again"
+run = "true"
+)";
+  JobView job = c.Wait(c.Submit(toml));
+  REQUIRE(job.state == "COMPLETED");
+  CHECK(job.tasks[0].worker == "general");
+  CHECK(job.tasks[1].worker == "special");
+  CHECK(job.tasks[2].worker == "general");
+
+  // A task for a queue nobody serves waits, PENDING, without blocking
+  // other jobs.
+  const std::string stuck = c.Submit(
+      "name = \"nobody\"\n[[tasks]]\nname = \"x\"\nqueue = \"gpu\"\nrun = "
+      "\"true\"\n");
+  JobView other = c.Wait(c.Submit("name = \"o\"\n[[tasks]]\nname = \"y\"\nrun = \"true\"\n"));
+  CHECK(other.state == "COMPLETED");
+  JobView s = c.Status(stuck);
+  CHECK(s.state == "PENDING");
+  CHECK(s.tasks[0].state == "PENDING");
+}
+
+TEST_CASE("Mesh.KilledWorkerTaskCompletesElsewhere") {
+  Cluster c;  // 200 ms heartbeats, liveness 3
+  c.StartScheduler();
+  c.StartWorker("victim", {"--queue", "default:1"});
+  REQUIRE(Cluster::Eventually([&] { return c.Workers().size() == 1; }));
+  const std::string ledger = c.dir() + "/ledger";
+  const std::string id = c.Submit(
+      "name = \"k\"\n[[tasks]]\nname = \"slow\"\nrun = \"echo start-$DROVER_ATTEMPT >> " +
+      ledger + "; sleep 1; echo done >> " + ledger + "\"\n");
+  REQUIRE(Cluster::Eventually([&] {
+    JobView j = c.Status(id);
+    return !j.tasks.empty() && j.tasks[0].state == "RUNNING";
+  }));
+  c.StartWorker("rescuer", {"--queue", "default:1"});
+  REQUIRE(Cluster::Eventually([&] { return c.Workers().size() == 2; }));
+  c.worker("victim").Signal(SIGKILL);
+  JobView job = c.Wait(id);
+  CHECK(job.state == "COMPLETED");
+  CHECK(job.tasks[0].worker == "rescuer");
+  CHECK(job.tasks[0].attempts == 2);
+  REQUIRE(job.tasks[0].errors.size() == 1);
+  CHECK(job.tasks[0].errors[0].find("stopped responding") != std::string::npos);
+  auto workers = c.Workers();
+  for (const auto& w : workers) {
+    if (w.name == "victim") CHECK(w.state == "dead");
+  }
+}
+
+TEST_CASE("Mesh.SchedulerKilledMidJobResumesWithoutRerunning") {
+  Cluster c;
+  c.StartScheduler();
+  c.StartWorker("w1", {"--queue", "default:2"});
+  c.StartWorker("w2", {"--queue", "default:2"});
+  REQUIRE(Cluster::Eventually([&] { return c.Workers().size() == 2; }));
+  const std::string ledger = c.dir() + "/ledger";
+  // Two waves of four tasks: the first is running when droverd dies.
+  std::string toml = "name = \"restart\"\n";
+  for (int i = 0; i < 8; ++i) {
+    toml += "[[tasks]]\nname = \"t" + std::to_string(i) + "\"\n" +
+            (i < 4 ? "depends_on = []\n" : "depends_on = [\"t" + std::to_string(i - 4) + "\"]\n") +
+            "run = \"sleep 0.6; echo t" + std::to_string(i) + " >> " + ledger +
+            "\"\n";
+  }
+  const std::string id = c.Submit(toml);
+  REQUIRE(Cluster::Eventually([&] {
+    JobView j = c.Status(id);
+    int running = 0;
+    for (const auto& t : j.tasks) running += t.state == "RUNNING";
+    return running == 4;
+  }));
+  c.scheduler().Signal(SIGKILL);
+  CHECK(c.scheduler().Wait() == 128 + SIGKILL);
+  c.DropScheduler();
+  std::this_thread::sleep_for(300ms);  // results pile up at the workers
+  c.StartScheduler();
+  JobView job = c.Wait(id);
+  CHECK(job.state == "COMPLETED");
+  for (const TaskView& t : job.tasks) {
+    CHECK_MESSAGE(t.state == "COMPLETED", t.name);
+    CHECK_MESSAGE(t.attempts == 1, t.name);  // adopted, not rerun
+  }
+  auto counts = CountLines(ReadFile(ledger));
+  CHECK(counts.size() == 8);
+  for (const auto& [name, n] : counts) CHECK_MESSAGE(n == 1, name);
+}
+
+TEST_CASE("Mesh.StoppedWorkerResultIsFencedOff") {
+  Cluster c;
+  c.StartScheduler();
+  c.StartWorker("sleepy", {"--queue", "default:1"});
+  REQUIRE(Cluster::Eventually([&] { return c.Workers().size() == 1; }));
+  const std::string id = c.Submit(
+      "name = \"fence\"\n[[tasks]]\nname = \"t\"\nrun = \"sleep 0.5; echo -n "
+      "from-$DROVER_ATTEMPT > $DROVER_OUTPUT\"\n");
+  REQUIRE(Cluster::Eventually([&] {
+    return c.Status(id).tasks[0].state == "RUNNING";
+  }));
+  c.worker("sleepy").Signal(SIGSTOP);
+  // Declared dead after 3 × 200 ms of silence; no one else can run it yet.
+  REQUIRE(Cluster::Eventually([&] {
+    for (const auto& w : c.Workers()) {
+      if (w.name == "sleepy") return w.state == "dead";
+    }
+    return false;
+  }, 5s));
+  CHECK(c.Status(id).tasks[0].state == "PENDING");
+  c.worker("sleepy").Signal(SIGCONT);
+  // The woken worker finishes attempt 1 and reports it; the scheduler
+  // discards it, asks the worker to announce itself, and runs attempt 2.
+  JobView job = c.Wait(id);
+  CHECK(job.state == "COMPLETED");
+  CHECK(job.tasks[0].attempts == 2);
+  CHECK(job.tasks[0].output == "from-2");
+}
+
+TEST_CASE("Mesh.GarbageOnEverySchedulerSocket") {
+  Cluster c;
+  c.StartScheduler();
+  c.StartWorker("w1");
+  REQUIRE(Cluster::Eventually([&] { return c.Workers().size() == 1; }));
+  zmq::context_t ctx;
+  const std::string big(5 << 20, 'x');
+  const std::string truncated =
+      Encode(SubmitRequest{}).substr(0, 5);  // a map cut short
+  const std::vector<std::string> garbage = {
+      "", "\xc1", "hello", truncated, big,
+      Encode(TypeOnly{"submit"}),                // no version
+      Encode(RawMessage{99, "status"}),          // another version
+      Encode(StatusRequest{}),                   // empty job id
+      Encode(RawMessage{kProtocolVersion, "bogus"}),  // unknown type
+      Encode(BadSubmit{}),                       // a field of the wrong type
+      Encode(std::vector<int>{1, 2, 3}),         // not a map
+  };
+  // The API socket answers every frame with an error.
+  {
+    zmq::socket_t s(ctx, zmq::socket_type::dealer);
+    s.set(zmq::sockopt::linger, 0);
+    s.set(zmq::sockopt::rcvtimeo, 3000);
+    s.connect(c.api());
+    for (const std::string& g : garbage) {
+      s.send(zmq::buffer(g), zmq::send_flags::none);
+      zmq::message_t reply;
+      REQUIRE(s.recv(reply));
+      auto f = Frame::Parse(reply.to_string());
+      REQUIRE(f.ok());
+      CHECK_MESSAGE(f->type() == "error", "for a frame of " << g.size() << " bytes");
+    }
+    // Three frames where one is expected.
+    s.send(zmq::buffer("a", 1), zmq::send_flags::sndmore);
+    s.send(zmq::buffer("b", 1), zmq::send_flags::sndmore);
+    s.send(zmq::buffer("c", 1), zmq::send_flags::none);
+    zmq::message_t reply;
+    REQUIRE(s.recv(reply));
+    CHECK(Frame::Parse(reply.to_string())->type() == "error");
+  }
+  // The worker channel and the heartbeat channel drop garbage.
+  {
+    zmq::socket_t s(ctx, zmq::socket_type::dealer);
+    s.set(zmq::sockopt::linger, 0);
+    s.set(zmq::sockopt::routing_id, std::string("intruder"));
+    s.connect(c.tasks_endpoint());
+    zmq::socket_t h(ctx, zmq::socket_type::xsub);
+    h.set(zmq::sockopt::linger, 0);
+    h.connect(c.heartbeat_endpoint());
+    for (const std::string& g : garbage) {
+      s.send(zmq::buffer(g), zmq::send_flags::none);
+      h.send(zmq::buffer(g), zmq::send_flags::none);
+    }
+    // A result for an attempt that does not exist, from a stranger.
+    TaskResult forged;
+    forged.ref = AttemptRef{"nope", 0, 1};
+    s.send(zmq::buffer(Encode(forged)), zmq::send_flags::none);
+    std::this_thread::sleep_for(300ms);
+  }
+  CHECK(c.scheduler().Running());
+  JobView job = c.Wait(c.Submit("name = \"after\"\n[[tasks]]\nname = \"t\"\nrun = \"true\"\n"));
+  CHECK(job.state == "COMPLETED");
+  const std::string log = c.SchedulerLog();
+  CHECK(log.find("exceeds the limit") != std::string::npos);
+  CHECK(log.find("unknown request type 'bogus'") != std::string::npos);
+}
+
+TEST_CASE("Mesh.GarbageToAWorker") {
+  // A stand-in scheduler, so the test can write anything to the worker.
+  Cluster c;
+  zmq::context_t ctx;
+  zmq::socket_t router(ctx, zmq::socket_type::router);
+  router.set(zmq::sockopt::linger, 0);
+  router.set(zmq::sockopt::rcvtimeo, 5000);
+  router.bind(c.tasks_endpoint());
+  zmq::socket_t xpub(ctx, zmq::socket_type::xpub);
+  xpub.set(zmq::sockopt::linger, 0);
+  xpub.bind(c.heartbeat_endpoint());
+  c.StartWorker("target");
+  zmq::message_t id, body;
+  REQUIRE(router.recv(id));
+  REQUIRE(router.recv(body));
+  CHECK(Frame::Parse(body.to_string())->type() == "hello");
+  const std::string big(5 << 20, 'x');
+  for (const std::string& g :
+       {std::string(""), std::string("\xc1"), big, std::string("\x81\xa1v"),
+        Encode(RawMessage{kProtocolVersion, "assign"}),
+        Encode(RawMessage{kProtocolVersion, "nonsense"})}) {
+    router.send(zmq::buffer(std::string("target")), zmq::send_flags::sndmore);
+    router.send(zmq::buffer(g), zmq::send_flags::none);
+    xpub.send(zmq::buffer(g), zmq::send_flags::none);
+  }
+  // Still serving: a real assignment runs and its result comes back.
+  Welcome w;
+  w.scheduler = "fake";
+  router.send(zmq::buffer(std::string("target")), zmq::send_flags::sndmore);
+  router.send(zmq::buffer(Encode(w)), zmq::send_flags::none);
+  Assign a;
+  a.ref = AttemptRef{"job1", 0, 1};
+  a.queue = "default";
+  a.runtime = "shell";
+  a.task.task_name = "t";
+  a.task.run = "echo -n fine > $DROVER_OUTPUT";
+  router.send(zmq::buffer(std::string("target")), zmq::send_flags::sndmore);
+  router.send(zmq::buffer(Encode(a)), zmq::send_flags::none);
+  bool got_result = false;
+  for (int i = 0; i < 50 && !got_result; ++i) {
+    if (!router.recv(id) || !router.recv(body)) break;
+    auto f = Frame::Parse(body.to_string());
+    REQUIRE(f.ok());
+    if (f->type() == "result") {
+      auto r = f->As<TaskResult>();
+      REQUIRE(r.ok());
+      CHECK(r->exit_code == 0);
+      CHECK(r->output == "fine");
+      got_result = true;
+    }
+  }
+  CHECK(got_result);
+  CHECK(c.worker("target").Running());
+}
+
+}  // namespace drover::testing
