@@ -13,12 +13,12 @@
 // through luaL_loadbufferx, which protects itself.
 #include "drover/expression.h"
 
-#include <lua.hpp>
 #include <string.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <lua.hpp>
 #include <memory>
 #include <optional>
 
@@ -27,8 +27,8 @@ namespace {
 
 constexpr size_t kMaxQuotedSource = 60;
 
-// Per-state bookkeeping, reachable from the allocator (as its ud) and from
-// the hook (through lua_getextraspace).
+// Per-state bookkeeping: the allocator's ud, which the hook reads back
+// with lua_getallocf.
 struct Sandbox {
   size_t max_memory = 0;
   size_t used = 0;
@@ -57,7 +57,9 @@ void* LimitedAlloc(void* ud, void* ptr, size_t osize, size_t nsize) {
 }
 
 void CountHook(lua_State* L, lua_Debug*) {
-  Sandbox* box = *static_cast<Sandbox**>(lua_getextraspace(L));
+  void* ud = nullptr;
+  lua_getallocf(L, &ud);
+  auto* box = static_cast<Sandbox*>(ud);
   box->steps += static_cast<uint64_t>(box->hook_interval);
   if (box->steps > box->max_steps) {
     box->steps_exceeded = true;
@@ -213,16 +215,11 @@ int FnDefault(lua_State* L) {
 }
 
 constexpr luaL_Reg kFunctions[] = {
-    {"len", FnLen},
-    {"lower", FnLower},
-    {"upper", FnUpper},
-    {"trim", FnTrim},
-    {"contains", FnContains},
-    {"startswith", FnStartsWith},
-    {"endswith", FnEndsWith},
-    {"tonumber", FnToNumber},
-    {"tostring", FnToString},
-    {"default", FnDefault},
+    {"len", FnLen},           {"lower", FnLower},
+    {"upper", FnUpper},       {"trim", FnTrim},
+    {"contains", FnContains}, {"startswith", FnStartsWith},
+    {"endswith", FnEndsWith}, {"tonumber", FnToNumber},
+    {"tostring", FnToString}, {"default", FnDefault},
 };
 
 void PushStringMap(lua_State* L, const std::map<std::string, std::string>& m,
@@ -237,13 +234,11 @@ void PushStringMap(lua_State* L, const std::map<std::string, std::string>& m,
 
 // Fills the (empty) globals table; run under lua_pcall.
 int BuildGlobals(lua_State* L) {
-  const auto* ctx =
-      static_cast<const ExpressionContext*>(lua_touserdata(L, 1));
+  const auto* ctx = static_cast<const ExpressionContext*>(lua_touserdata(L, 1));
   for (const luaL_Reg& fn : kFunctions) {
     lua_pushcfunction(L, fn.func);
     lua_setglobal(L, fn.name);
   }
-  if (ctx == nullptr) return 0;
   PushStringMap(L, ctx->inputs, "inputs");
   PushStringMap(L, ctx->tasks, "tasks");
   PushStringMap(L, ctx->secrets, "secrets");
@@ -284,7 +279,8 @@ size_t LongBracket(std::string_view s, size_t i, size_t& level) {
 
 // Skips a long string or comment body; returns the index after its closer.
 size_t SkipLong(std::string_view s, size_t i, size_t level) {
-  std::string closer = "]" + std::string(level, '=') + "]";
+  std::string closer(level + 2, '=');
+  closer.front() = closer.back() = ']';
   size_t end = s.find(closer, i);
   return end == std::string_view::npos ? s.size() : end + closer.size();
 }
@@ -333,11 +329,10 @@ Scan ScanSource(std::string_view s) {
       prev = '=';
     } else if (c >= '0' && c <= '9') {
       size_t j = i + 1;
-      while (j < s.size() &&
-             (IsIdentChar(s[j]) || s[j] == '.' ||
-              ((s[j] == '+' || s[j] == '-') &&
-               (s[j - 1] == 'e' || s[j - 1] == 'E' || s[j - 1] == 'p' ||
-                s[j - 1] == 'P')))) {
+      while (j < s.size() && (IsIdentChar(s[j]) || s[j] == '.' ||
+                              ((s[j] == '+' || s[j] == '-') &&
+                               (s[j - 1] == 'e' || s[j - 1] == 'E' ||
+                                s[j - 1] == 'p' || s[j - 1] == 'P')))) {
         ++j;
       }
       out.code.append(s.substr(i, j - i));
@@ -413,15 +408,16 @@ class Evaluator {
   explicit Evaluator(const ExpressionLimits& limits) {
     box_.max_memory = limits.max_memory;
     box_.max_steps = limits.max_steps;
-    box_.hook_interval = static_cast<int>(
-        std::clamp<uint64_t>(limits.max_steps, 1, 1000));
+    box_.hook_interval =
+        static_cast<int>(std::clamp<uint64_t>(limits.max_steps, 1, 1000));
   }
 
-  // Creates the state and its globals; `ctx` may be null (compile only).
+  // Creates the state and, unless `ctx` is null (compile only), its
+  // globals.
   Status Init(const ExpressionContext* ctx) {
     L_.reset(lua_newstate(LimitedAlloc, &box_));
     if (!L_) return MemoryError();
-    *static_cast<Sandbox**>(lua_getextraspace(L_.get())) = &box_;
+    if (ctx == nullptr) return Status::Ok();  // compiling needs no globals
     lua_pushcfunction(L_.get(), BuildGlobals);
     lua_pushlightuserdata(L_.get(), const_cast<ExpressionContext*>(ctx));
     if (lua_pcall(L_.get(), 1, 0, 0) != LUA_OK) return MemoryError();
@@ -433,8 +429,7 @@ class Evaluator {
   Status Compile(std::string_view expr) {
     std::string code;
     if (Status s = Prepare(expr, code); !s.ok()) return s;
-    int rc = luaL_loadbufferx(L_.get(), code.data(), code.size(), "=expr",
-                              "t");
+    int rc = luaL_loadbufferx(L_.get(), code.data(), code.size(), "=expr", "t");
     if (rc == LUA_OK) return Status::Ok();
     return PopError(expr, rc);
   }
@@ -460,8 +455,7 @@ class Evaluator {
     if (box_.steps_exceeded) {
       lua_settop(L_.get(), 0);
       return Status::InvalidArgument("expression exceeded " +
-                                     std::to_string(box_.max_steps) +
-                                     " steps");
+                                     std::to_string(box_.max_steps) + " steps");
     }
     if (rc == LUA_ERRMEM) {
       lua_settop(L_.get(), 0);
@@ -507,9 +501,8 @@ Status AppendValue(lua_State* L, std::string_view expr, std::string& out) {
     default: {
       std::string type = luaL_typename(L, -1);
       lua_settop(L, 0);
-      return Status::InvalidArgument(
-          Quote(expr) + ": the value is a " + type +
-          ", not a string, number, boolean or nil");
+      return Status::InvalidArgument(Quote(expr) + ": the value is a " + type +
+                                     ", not a string, number, boolean or nil");
     }
   }
   lua_settop(L, 0);
@@ -663,8 +656,7 @@ Result<bool> EvaluateCondition(std::string_view text,
     return value;
   }
   std::string rendered;
-  if (Status s = RenderSpans(trimmed, *spans, ctx, limits, rendered);
-      !s.ok()) {
+  if (Status s = RenderSpans(trimmed, *spans, ctx, limits, rendered); !s.ok()) {
     return s;
   }
   std::string_view v = TrimView(rendered);

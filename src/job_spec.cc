@@ -9,6 +9,7 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <toml++/toml.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -18,9 +19,8 @@
 #include <cstring>
 #include <exception>
 #include <set>
-#include <tuple>
 #include <span>
-#include <toml++/toml.h>
+#include <tuple>
 
 #include "drover/expression.h"
 
@@ -31,25 +31,25 @@ constexpr size_t kMaxFileBytes = 1 << 20;
 constexpr size_t kMaxTasks = 10000;
 constexpr size_t kMaxDiagnostics = 1000;
 constexpr size_t kMaxCyclesReported = 20;
+constexpr size_t kCycleEnds = 5;  // tasks shown at each end of a long cycle
 constexpr int64_t kMaxRetryLimit = 1000;
 constexpr double kMaxDurationMs = 100.0 * 365 * 86400 * 1000;  // 100 years
-constexpr double kMaxSizeBytes = 4611686018427387904.0;         // 2^62
+constexpr double kMaxSizeBytes = 4611686018427387904.0;        // 2^62
 
 using Keys = std::span<const std::string_view>;
 constexpr std::string_view kJobKeys[] = {
     "name", "description", "queue", "inputs", "secrets", "defaults", "tasks"};
 constexpr std::string_view kTaskKeys[] = {
-    "name",    "image",   "run",    "cmd",        "entrypoint", "env",
-    "workdir", "user",    "volumes", "network",   "queue",      "var",
-    "if",      "depends_on", "timeout", "retry",  "limits",     "pre",
-    "post",    "runtime"};
+    "name",  "image",   "run",  "cmd",        "entrypoint",
+    "env",   "workdir", "user", "volumes",    "network",
+    "queue", "var",     "if",   "depends_on", "timeout",
+    "retry", "limits",  "pre",  "post",       "runtime"};
 // Keys a pre or post task may not set: it runs inside its parent's attempt.
 constexpr std::string_view kHookForbidden[] = {"depends_on", "pre",   "post",
                                                "var",        "queue", "retry"};
 constexpr std::string_view kHookKeys[] = {
-    "name",    "image",   "run",     "cmd",     "entrypoint", "env", "workdir",
-    "user",    "volumes", "network", "if",      "timeout",    "limits",
-    "runtime"};
+    "name", "image",   "run",     "cmd", "entrypoint", "env",    "workdir",
+    "user", "volumes", "network", "if",  "timeout",    "limits", "runtime"};
 constexpr std::string_view kDefaultsKeys[] = {
     "timeout", "retry", "limits",  "queue", "network",
     "image",   "env",   "workdir", "user",  "runtime"};
@@ -111,8 +111,7 @@ class Suggester {
       }
     }
     if (pick.empty()) return "";
-    return "; did you mean '" + std::string(prefix) + std::string(pick) +
-           "'?";
+    return "; did you mean '" + std::string(prefix) + std::string(pick) + "'?";
   }
 
  private:
@@ -120,8 +119,8 @@ class Suggester {
 };
 
 bool IsIdentifier(std::string_view s) {
-  if (s.empty() || !(std::isalpha(static_cast<unsigned char>(s[0])) ||
-                     s[0] == '_')) {
+  if (s.empty() ||
+      !(std::isalpha(static_cast<unsigned char>(s[0])) || s[0] == '_')) {
     return false;
   }
   return std::all_of(s.begin(), s.end(), [](char c) {
@@ -139,16 +138,26 @@ bool IsName(std::string_view s) {
 
 std::string TypeName(const toml::node& n) {
   switch (n.type()) {
-    case toml::node_type::string: return "a string";
-    case toml::node_type::integer: return "an integer";
-    case toml::node_type::floating_point: return "a float";
-    case toml::node_type::boolean: return "a boolean";
-    case toml::node_type::date: return "a date";
-    case toml::node_type::time: return "a time";
-    case toml::node_type::date_time: return "a date-time";
-    case toml::node_type::table: return "a table";
-    case toml::node_type::array: return "an array";
-    default: return "nothing";
+    case toml::node_type::string:
+      return "a string";
+    case toml::node_type::integer:
+      return "an integer";
+    case toml::node_type::floating_point:
+      return "a float";
+    case toml::node_type::boolean:
+      return "a boolean";
+    case toml::node_type::date:
+      return "a date";
+    case toml::node_type::time:
+      return "a time";
+    case toml::node_type::date_time:
+      return "a date-time";
+    case toml::node_type::table:
+      return "a table";
+    case toml::node_type::array:
+      return "an array";
+    default:
+      return "nothing";
   }
 }
 
@@ -250,8 +259,7 @@ class Parser {
 
   std::optional<std::string> String(const toml::node& n, std::string_view key,
                                     std::string_view ctx);
-  std::optional<std::string> NonEmpty(const toml::node& n,
-                                      std::string_view key,
+  std::optional<std::string> NonEmpty(const toml::node& n, std::string_view key,
                                       std::string_view ctx);
   std::optional<std::vector<std::string>> StringArray(const toml::node& n,
                                                       std::string_view key,
@@ -261,8 +269,7 @@ class Parser {
   std::optional<Millis> Duration(const toml::node& n, std::string_view key,
                                  std::string_view ctx, bool allow_zero);
   void Template(const toml::node& n, std::string_view text,
-                std::string_view key, std::string_view ctx,
-                bool allow_secrets);
+                std::string_view key, std::string_view ctx, bool allow_secrets);
 
   bool ParseSetting(std::string_view key, const toml::node& v,
                     std::string_view ctx, Settings& s);
@@ -281,11 +288,9 @@ class Parser {
   void CheckGraph(const std::vector<TaskDraft>& drafts,
                   std::vector<TaskSpec>& tasks);
 
-  // No suggestions once the messages would be dropped anyway.
   template <typename Range>
   std::string Suggest(std::string_view word, const Range& candidates,
                       std::string_view prefix = "") {
-    if (errors_.size() >= kMaxDiagnostics) return "";
     return suggest_(word, candidates, prefix);
   }
 
@@ -293,16 +298,11 @@ class Parser {
   const std::map<std::string, std::string>& overrides_;
   Suggester suggest_;
   std::vector<Diagnostic> errors_;
-  size_t dropped_ = 0;
   Settings defaults_;
   std::string job_queue_ = "default";
 };
 
 void Parser::Error(Location at, std::string message) {
-  if (errors_.size() >= kMaxDiagnostics) {
-    ++dropped_;
-    return;
-  }
   errors_.push_back({file_, at, std::move(message)});
 }
 
@@ -397,8 +397,8 @@ void Parser::Template(const toml::node& n, std::string_view text,
                       std::string_view key, std::string_view ctx,
                       bool allow_secrets) {
   Status s = CheckTemplate(text, allow_secrets);
-  if (!s.ok()) Error(Loc(n), Quoted(key) + std::string(ctx) + ": " +
-                                 s.message());
+  if (!s.ok())
+    Error(Loc(n), Quoted(key) + std::string(ctx) + ": " + s.message());
 }
 
 bool Parser::ParseSetting(std::string_view key, const toml::node& v,
@@ -425,9 +425,8 @@ bool Parser::ParseSetting(std::string_view key, const toml::node& v,
     s.env = StringTable(v, key, ctx);
     if (const auto* tbl = v.as_table()) {
       for (auto&& [name, value] : *tbl) {
-        if (name.str().empty() ||
-            name.str().find_first_of(std::string_view("=\0", 2)) !=
-                std::string_view::npos) {
+        if (name.str().empty() || name.str().find_first_of(std::string_view(
+                                      "=\0", 2)) != std::string_view::npos) {
           Error(Loc(name.source()),
                 "environment variable name " + Quoted(name.str()) +
                     std::string(ctx) +
@@ -520,8 +519,8 @@ void Parser::ParseLimits(const toml::node& v, std::string_view ctx,
       if (!n.is_number()) {
         Error(Loc(n), Expect(name, ctx, "a positive number", n));
       } else if (!x || !(*x > 0) || !std::isfinite(*x)) {
-        Error(Loc(n), Quoted(name) + std::string(ctx) +
-                          " must be a positive number");
+        Error(Loc(n),
+              Quoted(name) + std::string(ctx) + " must be a positive number");
       } else {
         s.cpus = *x;
       }
@@ -672,9 +671,10 @@ void Parser::ParseTaskKey(std::string_view key, const toml::node& v,
   } else if (key == "var") {
     auto var = String(v, key, ctx);
     if (var && !IsIdentifier(*var)) {
-      Error(Loc(v), "'var'" + ctx + " must be an identifier (letters, "
-                                    "digits and '_', not starting with a "
-                                    "digit), not \"" +
+      Error(Loc(v), "'var'" + ctx +
+                        " must be an identifier (letters, "
+                        "digits and '_', not starting with a "
+                        "digit), not \"" +
                         *var + "\"");
     } else if (var) {
       d.var = *var;
@@ -717,9 +717,8 @@ TaskSpec Parser::Resolve(const TaskDraft& d, const std::string& parent_queue,
   t.workdir = o.workdir.value_or(f.workdir.value_or(""));
   t.user = o.user.value_or(f.user.value_or(""));
   t.network = o.network.value_or(f.network.value_or("none"));
-  t.queue = kind == Kind::kTask
-                ? o.queue.value_or(f.queue.value_or(job_queue_))
-                : parent_queue;
+  t.queue = kind == Kind::kTask ? o.queue.value_or(f.queue.value_or(job_queue_))
+                                : parent_queue;
   t.timeout = o.timeout ? o.timeout : f.timeout;
   if (kind == Kind::kTask) {
     RetryPolicy r;
@@ -814,8 +813,7 @@ void Parser::CheckGraph(const std::vector<TaskDraft>& drafts,
       auto [it, fresh] = vars.emplace(d.var, i);
       if (!fresh) {
         Error(d.var_at, "var " + Quoted(d.var) + " of " + d.label +
-                            " is already used by " +
-                            drafts[it->second].label);
+                            " is already used by " + drafts[it->second].label);
       }
     }
   }
@@ -880,9 +878,16 @@ void Parser::CheckGraph(const std::vector<TaskDraft>& drafts,
         stack.push_back({e.target, 0});
       } else if (color[e.target] == kGray && ++cycles <= kMaxCyclesReported) {
         auto from = std::find(path.begin(), path.end(), e.target);
+        size_t len = static_cast<size_t>(path.end() - from);
         std::string msg = "dependency cycle: ";
-        for (auto it = from; it != path.end(); ++it) {
-          msg += drafts[*it].name + " -> ";
+        for (size_t k = 0; k < len; ++k) {
+          // A long cycle keeps its ends; the middle adds nothing to fix.
+          if (len > 2 * kCycleEnds && k == kCycleEnds) {
+            msg +=
+                "... (" + std::to_string(len - 2 * kCycleEnds) + " more) -> ";
+            k = len - kCycleEnds;
+          }
+          msg += drafts[*(from + static_cast<ptrdiff_t>(k))].name + " -> ";
         }
         msg += drafts[e.target].name;
         Error(e.where, msg);
@@ -922,8 +927,9 @@ ParseResult Parser::Parse(std::string_view text) {
       if (IsName(*s)) {
         job.queue = job_queue_ = *s;
       } else {
-        Error(Loc(*q), "'queue' may only hold letters, digits, '_', '.' and "
-                       "'-'");
+        Error(Loc(*q),
+              "'queue' may only hold letters, digits, '_', '.' and "
+              "'-'");
       }
     }
   }
@@ -942,9 +948,9 @@ ParseResult Parser::Parse(std::string_view text) {
     } else if (key == "tasks") {
       const auto* arr = v.as_array();
       if (arr == nullptr || arr->empty()) {
-        Error(Loc(v), arr ? "'tasks' must not be empty; add a [[tasks]] table"
-                          : Expect(key, "", "an array of tables ([[tasks]])",
-                                   v));
+        Error(Loc(v),
+              arr ? "'tasks' must not be empty; add a [[tasks]] table"
+                  : Expect(key, "", "an array of tables ([[tasks]])", v));
         continue;
       }
       if (arr->size() > kMaxTasks) {
@@ -974,8 +980,9 @@ ParseResult Parser::Parse(std::string_view text) {
   for (const auto& [key, value] : overrides_) {
     if (std::find(declared.begin(), declared.end(), key) == declared.end()) {
       Error(inputs_node ? Loc(*inputs_node) : Location{},
-            "--input " + Quoted(key) + ": the job declares no such input in "
-                                       "[inputs]" +
+            "--input " + Quoted(key) +
+                ": the job declares no such input in "
+                "[inputs]" +
                 Suggest(key, declared));
     } else {
       job.inputs[key] = value;
@@ -991,9 +998,11 @@ ParseResult Parser::Parse(std::string_view text) {
                      return std::tie(a.where.line, a.where.column) <
                             std::tie(b.where.line, b.where.column);
                    });
-  if (dropped_ > 0) {
-    errors_.push_back({file_, {}, std::to_string(dropped_) +
-                                      " more errors not shown"});
+  if (errors_.size() > kMaxDiagnostics) {
+    size_t dropped = errors_.size() - kMaxDiagnostics;
+    errors_.resize(kMaxDiagnostics);
+    errors_.push_back(
+        {file_, {}, std::to_string(dropped) + " more errors not shown"});
   }
   result.errors = std::move(errors_);
   if (result.errors.empty()) result.job = std::move(job);
@@ -1021,7 +1030,8 @@ std::optional<Millis> ParseDuration(std::string_view text) {
     auto value = ReadNumber(text, i);
     if (!value) return std::nullopt;
     size_t unit_start = i;
-    while (i < text.size() && std::isalpha(static_cast<unsigned char>(text[i]))) {
+    while (i < text.size() &&
+           std::isalpha(static_cast<unsigned char>(text[i]))) {
       ++i;
     }
     std::string_view unit = text.substr(unit_start, i - unit_start);
@@ -1116,8 +1126,8 @@ ParseResult ParseJobText(
   } catch (const std::exception& e) {
     // Out of memory or a library bug: still an answer, never a crash.
     ParseResult r;
-    r.errors.push_back({std::string(file), {}, std::string("cannot parse: ") +
-                                                   e.what()});
+    r.errors.push_back(
+        {std::string(file), {}, std::string("cannot parse: ") + e.what()});
     return r;
   }
 }
@@ -1132,7 +1142,7 @@ ParseResult ParseJobFile(
   };
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) return fail("cannot open: " + std::string(strerror(errno)));
-  struct stat st{};
+  struct stat st {};
   if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     close(fd);
     return fail("not a regular file");

@@ -37,6 +37,28 @@ struct Plan::Worker {
   bool alive = true;
 };
 
+NewJobRecords MakeJobRecords(std::string id, const JobSpec& spec,
+                             std::string source, std::string source_name,
+                             TimeMs now) {
+  NewJobRecords r;
+  r.job.id = std::move(id);
+  r.job.name = spec.name;
+  r.job.state = JobState::kPending;
+  r.job.created_at = now;
+  r.job.inputs = spec.inputs;
+  r.job.source = std::move(source);
+  r.job.source_name = std::move(source_name);
+  r.job.task_count = static_cast<uint32_t>(spec.tasks.size());
+  for (uint32_t i = 0; i < spec.tasks.size(); ++i) {
+    TaskRecord t;
+    t.job_id = r.job.id;
+    t.index = i;
+    t.name = spec.tasks[i].name;
+    r.tasks.push_back(std::move(t));
+  }
+  return r;
+}
+
 Plan::Plan(PlanOptions options, uint64_t seed)
     : options_(options), rng_(seed) {
   if (options_.adopt_grace.count() == 0) {

@@ -49,6 +49,15 @@ struct PlanOptions {
   size_t max_log_bytes_per_attempt = 1 << 20;
 };
 
+// The records of a job just accepted: the job PENDING, its tasks CREATED.
+struct NewJobRecords {
+  JobRecord job;
+  std::vector<TaskRecord> tasks;
+};
+NewJobRecords MakeJobRecords(std::string id, const JobSpec& spec,
+                             std::string source, std::string source_name,
+                             TimeMs now);
+
 class Plan {
  public:
   Plan(PlanOptions options, uint64_t seed);

@@ -462,23 +462,8 @@ std::string Server::Submit(uint64_t id, const SubmitRequest& req,
   }
   const TimeMs now = clock_.Now();
   JobSpec spec = std::move(*parsed.job);
-  JobRecord job;
-  job.id = store_->NewJobId();
-  job.name = spec.name;
-  job.state = JobState::kPending;
-  job.created_at = now;
-  job.inputs = spec.inputs;
-  job.source = req.source;
-  job.source_name = file;
-  job.task_count = static_cast<uint32_t>(spec.tasks.size());
-  std::vector<TaskRecord> tasks;
-  for (uint32_t i = 0; i < spec.tasks.size(); ++i) {
-    TaskRecord t;
-    t.job_id = job.id;
-    t.index = i;
-    t.name = spec.tasks[i].name;
-    tasks.push_back(std::move(t));
-  }
+  auto [job, tasks] =
+      MakeJobRecords(store_->NewJobId(), spec, req.source, file, now);
   Status st = batch_->PutJob(job);
   for (const TaskRecord& t : tasks) {
     if (st.ok()) st = batch_->PutTask(t);

@@ -200,6 +200,137 @@ TEST_CASE("DockerClient.SplitsImageReferences") {
   CHECK(SplitImageReference("a/b@sha256:00") == P{"a/b", "sha256:00"});
 }
 
+// A stand-in daemon on a unix socket for what a real one will not do on
+// demand (an error inside a 200 pull stream, an older API version). Each
+// request gets the canned answer of the first route its path contains,
+// written a few bytes at a time so the client has to reassemble it.
+class FakeDaemon {
+ public:
+  struct Route {
+    std::string path_part;
+    int status;
+    std::string body;
+  };
+  explicit FakeDaemon(std::vector<Route> routes)
+      : routes_(std::move(routes)),
+        path_("/tmp/drover-fake-docker-" + std::to_string(::getpid()) +
+              ".sock") {
+    ::unlink(path_.c_str());
+    fd_ = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", path_.c_str());
+    REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
+    REQUIRE(::listen(fd_, 8) == 0);
+    thread_ = std::jthread([this](std::stop_token stop) { Serve(stop); });
+  }
+  ~FakeDaemon() {
+    thread_.request_stop();
+    ::shutdown(fd_, SHUT_RDWR);
+    thread_.join();
+    ::close(fd_);
+    ::unlink(path_.c_str());
+  }
+  const std::string& path() const { return path_; }
+  // The head (request line and headers) of every request so far.
+  std::vector<std::string> requests() {
+    std::lock_guard lock(mu_);
+    return requests_;
+  }
+
+ private:
+  void Serve(std::stop_token stop) {
+    while (!stop.stop_requested()) {
+      int conn = ::accept(fd_, nullptr, nullptr);
+      if (conn < 0) return;
+      std::string head;
+      char c;
+      while (head.find("\r\n\r\n") == std::string::npos &&
+             ::read(conn, &c, 1) == 1) {
+        head += c;
+      }
+      {
+        std::lock_guard lock(mu_);
+        requests_.push_back(head);
+      }
+      std::string target = head.substr(0, head.find("\r\n"));
+      Route answer{"", 404, R"({"message":"fake: no route"})"};
+      for (const Route& r : routes_) {
+        if (target.find(r.path_part) != std::string::npos) {
+          answer = r;
+          break;
+        }
+      }
+      std::string response = "HTTP/1.1 " + std::to_string(answer.status) +
+                             " X\r\nConnection: close\r\n\r\n" + answer.body;
+      for (size_t i = 0; i < response.size(); i += 5) {
+        size_t n = std::min<size_t>(5, response.size() - i);
+        if (::write(conn, response.data() + i, n) < 0) break;
+      }
+      ::close(conn);
+    }
+  }
+
+  std::vector<Route> routes_;
+  std::string path_;
+  int fd_ = -1;
+  std::mutex mu_;
+  std::vector<std::string> requests_;
+  std::jthread thread_;
+};
+
+TEST_CASE("DockerClient.AgainstAFakeDaemon") {
+  std::string frames = Frame(1, "out\n") + Frame(2, "err\n");
+  FakeDaemon fake({
+      {"/version", 200, R"({"ApiVersion":"1.40","MinAPIVersion":"1.12"})"},
+      {"/images/create", 200,
+       "{\"status\":\"Pulling from x/y\"}\n"
+       "{\"errorDetail\":{\"message\":\"boom: layer broke\"},"
+       "\"error\":\"boom: layer broke\"}\n"},
+      {"/containers/c1/logs", 200, frames},
+      {"/containers/c1/wait", 200, R"({"StatusCode":7,"Error":null})"},
+      {"/containers/gone/json", 404,
+       R"({"message":"No such container: gone"})"},
+  });
+  DockerClient client(fake.path());
+  Result<std::string> version = client.ApiVersion();
+  REQUIRE(version.ok());
+  CHECK(*version == "1.40");  // the daemon's, being older than ours
+
+  // A pull error inside an HTTP 200 stream is still an error.
+  std::vector<std::string> lines;
+  RegistryCredentials creds{"u", "p", "registry.example:5000"};
+  Status pull = client.ImagePull(
+      "x/y:1", creds, [&](std::string_view l) { lines.emplace_back(l); },
+      [] { return false; });
+  CHECK(pull.code() == Code::kIOError);
+  CHECK(pull.message() == "boom: layer broke");
+  CHECK(lines.size() == 2);
+  std::string head = fake.requests().back();
+  CHECK(head.find("POST /v1.40/images/create?fromImage=x%2Fy&tag=1 ") == 0);
+  // Credentials go only to the registry they are for.
+  CHECK(head.find("X-Registry-Auth") == std::string::npos);
+  (void)client.ImagePull("registry.example:5000/x/y", creds, {},
+                         [] { return false; });
+  CHECK(fake.requests().back().find("X-Registry-Auth: ") != std::string::npos);
+
+  std::string out, err;
+  CHECK(client
+            .ContainerLogs(
+                "c1", [&](std::string_view d) { out.append(d); },
+                [&](std::string_view d) { err.append(d); },
+                [] { return false; })
+            .ok());
+  CHECK(out == "out\n");
+  CHECK(err == "err\n");
+  Result<int64_t> code = client.ContainerWait("c1", [] { return false; });
+  REQUIRE(code.ok());
+  CHECK(*code == 7);
+  Result<ContainerState> gone = client.ContainerInspect("gone");
+  CHECK(gone.status().code() == Code::kNotFound);
+  CHECK(gone.status().message() == "No such container: gone");
+}
+
 TEST_CASE("DockerRuntime.UnreachableDaemonIsAnInfrastructureError") {
   DockerRuntime missing("/tmp/drover-no-such-dir/docker.sock");
   CaptureSink logs;

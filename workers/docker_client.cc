@@ -35,9 +35,7 @@ std::string PercentEncode(std::string_view s) {
     if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
       out += static_cast<char>(c);
     } else {
-      out += '%';
-      out += kHex[c >> 4];
-      out += kHex[c & 15];
+      out += {'%', kHex[c >> 4], kHex[c & 15]};
     }
   }
   return out;
@@ -103,9 +101,7 @@ std::string ErrorMessage(const std::string& body) {
   Json j = Json::parse(body, nullptr, false);
   if (std::string m = Str(j, "message"); !m.empty()) return m;
   std::string text = body.substr(0, 500);
-  while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) {
-    text.pop_back();
-  }
+  text.erase(text.find_last_not_of("\r\n") + 1);
   return text.empty() ? "(no message)" : text;
 }
 
@@ -214,9 +210,6 @@ uint64_t ParseTarNumber(std::string_view field) {
 
 }  // namespace
 
-// ---------------------------------------------------------------------------
-// StreamDemuxer
-
 StreamDemuxer::StreamDemuxer(ChunkFn on_stdout, ChunkFn on_stderr,
                              ChunkFn on_system)
     : on_stdout_(std::move(on_stdout)),
@@ -248,34 +241,19 @@ void StreamDemuxer::Feed(std::string_view data) {
   }
 }
 
-// ---------------------------------------------------------------------------
-// Tar
-
 bool TarFileReader::Feed(std::string_view data) {
   while (!data.empty() && !done_ && error_.empty()) {
-    if (padding_left_ > 0 && entry_left_ == 0) {
-      size_t skip = std::min<uint64_t>(padding_left_, data.size());
-      padding_left_ -= skip;
-      data.remove_prefix(skip);
-      continue;
-    }
     if (entry_left_ > 0) {
       size_t take = std::min<uint64_t>(entry_left_, data.size());
       if (in_file_) {
         size_t room = max_bytes_ - contents_.size();
         contents_.append(data.substr(0, std::min(take, room)));
-        if (take > room) {
-          truncated_ = true;
-          done_ = true;
-          return false;
-        }
+        truncated_ = take > room;
       }
       entry_left_ -= take;
       data.remove_prefix(take);
-      if (entry_left_ == 0 && in_file_) {
-        done_ = true;
-        return false;
-      }
+      // Reading stops after the file: its padding and the rest don't matter.
+      done_ = in_file_ && (entry_left_ == 0 || truncated_);
       continue;
     }
     size_t take = std::min(data.size(), 512 - header_.size());
@@ -286,27 +264,23 @@ bool TarFileReader::Feed(std::string_view data) {
     header_.clear();
     if (block.find_first_not_of('\0') == std::string::npos) {
       done_ = true;  // end-of-archive marker: no regular file in it
-      return false;
+      break;
     }
-    unsigned stored = static_cast<unsigned>(
-        ParseTarNumber(std::string_view(block).substr(148, 8)));
+    auto stored = ParseTarNumber(std::string_view(block).substr(148, 8));
     std::memset(block.data() + 148, ' ', 8);
-    unsigned sum = 0;
+    uint64_t sum = 0;
     for (unsigned char c : block) sum += c;
     if (sum != stored) {
       error_ = "not a tar archive (bad header checksum)";
-      return false;
+      break;
     }
     uint64_t size = ParseTarNumber(std::string_view(block).substr(124, 12));
-    char type = block[156];
-    in_file_ = type == '0' || type == '\0';
+    in_file_ = block[156] == '0' || block[156] == '\0';
     found_ = found_ || in_file_;
-    entry_left_ = size;
-    padding_left_ = (512 - size % 512) % 512;
-    if (in_file_ && size == 0) {
-      done_ = true;
-      return false;
-    }
+    // Other entries (directories, PAX headers) are skipped with their
+    // padding to the next 512-byte block.
+    entry_left_ = in_file_ ? size : (size + 511) / 512 * 512;
+    done_ = in_file_ && size == 0;
   }
   return !done_ && error_.empty();
 }
@@ -340,9 +314,6 @@ std::pair<std::string, std::string> SplitImageReference(
   return {std::string(image), "latest"};
 }
 
-// ---------------------------------------------------------------------------
-// DockerClient: transport
-
 struct DockerClient::Request {
   std::string method = "GET";
   std::string path;
@@ -369,13 +340,15 @@ struct Transfer {
   bool overflow = false;
 };
 
+bool Cancelled(Transfer* t) {
+  t->cancelled = t->cancelled || (t->cancel && *t->cancel && (*t->cancel)());
+  return t->cancelled;
+}
+
 size_t OnWrite(char* data, size_t size, size_t count, void* user) {
   auto* t = static_cast<Transfer*>(user);
   size_t n = size * count;
-  if (t->cancel && *t->cancel && (*t->cancel)()) {
-    t->cancelled = true;
-    return 0;
-  }
+  if (Cancelled(t)) return 0;
   long http_status = 0;
   curl_easy_getinfo(t->curl, CURLINFO_RESPONSE_CODE, &http_status);
   if (t->sink && *t->sink && http_status >= 200 && http_status < 300) {
@@ -394,12 +367,7 @@ size_t OnWrite(char* data, size_t size, size_t count, void* user) {
 }
 
 int OnProgress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
-  auto* t = static_cast<Transfer*>(user);
-  if (t->cancel && *t->cancel && (*t->cancel)()) {
-    t->cancelled = true;
-    return 1;
-  }
-  return 0;
+  return Cancelled(static_cast<Transfer*>(user)) ? 1 : 0;
 }
 
 }  // namespace
@@ -568,11 +536,12 @@ Result<std::string> DockerClient::ApiVersion() {
   return version;
 }
 
-// ---------------------------------------------------------------------------
-// DockerClient: calls
-
 Status DockerClient::Ping() {
-  return Call("GET", "/_ping", {}, /*versioned=*/false).status();
+  Request request;
+  request.path = "/_ping";
+  request.versioned = false;
+  request.timeout_ms = 5'000;  // a health check must not hang a heartbeat
+  return Perform(request).status();
 }
 
 Result<bool> DockerClient::ImageExists(const std::string& image) {
@@ -608,13 +577,10 @@ Status DockerClient::ImagePull(
   auto handle_line = [&](std::string_view line) {
     if (line.find_first_not_of(" \r\t") == std::string_view::npos) return;
     Json j = Json::parse(line, nullptr, false);
-    std::string detail;
-    if (const Json* d = Field(j, "errorDetail")) detail = Str(*d, "message");
-    if (!detail.empty()) {
-      stream_error = detail;
-    } else if (std::string e = Str(j, "error"); !e.empty()) {
-      stream_error = e;
-    }
+    const Json* detail = Field(j, "errorDetail");
+    std::string error = detail ? Str(*detail, "message") : "";
+    if (error.empty()) error = Str(j, "error");
+    if (!error.empty()) stream_error = error;
     if (progress) progress(line);
   };
   request.sink = [&](std::string_view data) {
@@ -743,8 +709,7 @@ Status DockerClient::ContainerStop(const std::string& id, int grace_seconds) {
   request.path =
       "/containers/" + id + "/stop?t=" + std::to_string(grace_seconds);
   request.timeout_ms = kCallTimeoutMs + grace_seconds * 1000L;
-  Result<Response> r = Perform(request);
-  return r.status();  // 304 (already stopped) counts as success
+  return Perform(request).status();  // 304 (already stopped) is success
 }
 
 Status DockerClient::ContainerRemove(const std::string& id) {

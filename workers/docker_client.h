@@ -127,10 +127,9 @@ class TarFileReader {
 
  private:
   size_t max_bytes_;
-  std::string header_;         // the header block being assembled
-  uint64_t entry_left_ = 0;    // data bytes of the current entry still due
-  uint64_t padding_left_ = 0;  // padding to the next 512-byte boundary
-  bool in_file_ = false;       // the current entry is the file we want
+  std::string header_;       // the header block being assembled
+  uint64_t entry_left_ = 0;  // bytes of the current entry still due
+  bool in_file_ = false;     // the current entry is the file we want
   bool found_ = false;
   bool done_ = false;
   bool truncated_ = false;

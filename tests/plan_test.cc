@@ -1,0 +1,476 @@
+// The scheduling core, driven directly with a fake clock: no sockets, no
+// sleeps. Each test feeds events and checks the transitions and messages.
+#include "plan.h"
+
+#include <doctest/doctest.h>
+
+#include "drover/clock.h"
+
+namespace drover {
+namespace {
+
+using namespace std::chrono_literals;
+
+// A Plan with a fake clock, and helpers to play a worker's part.
+class Fixture {
+ public:
+  explicit Fixture(PlanOptions o = {.instance = "s1",
+                                    .heartbeat_interval = 1000ms,
+                                    .heartbeat_liveness = 3})
+      : plan_(o, 42) {}
+
+  std::string AddJob(const std::string& toml) {
+    ParseResult parsed = ParseJobText(toml, "t.toml");
+    for (const auto& e : parsed.errors) MESSAGE(e.ToString());
+    REQUIRE(parsed.ok());
+    std::string id = "job" + std::to_string(++jobs_);
+    auto r = MakeJobRecords(id, *parsed.job, toml, "t.toml", clock_.Now());
+    Effects fx;
+    plan_.AddJob(r.job, *parsed.job, r.tasks, clock_.Now(), fx);
+    Absorb(fx);
+    return id;
+  }
+
+  void Hello(const std::string& name, std::map<std::string, uint32_t> queues,
+             std::vector<std::string> runtimes = {"shell"},
+             std::vector<AttemptRef> running = {},
+             const std::string& instance = "") {
+    drover::Hello h;
+    h.name = name;
+    h.instance = instance.empty() ? name + "-life1" : instance;
+    h.queues = std::move(queues);
+    h.runtimes = std::move(runtimes);
+    h.running = std::move(running);
+    Effects fx;
+    plan_.OnHello(h, clock_.Now(), fx);
+    Absorb(fx);
+  }
+
+  void Heartbeat(const std::string& name, const std::string& instance = "") {
+    WorkerHeartbeat hb;
+    hb.name = name;
+    hb.instance = instance.empty() ? name + "-life1" : instance;
+    hb.state = "ready";
+    Effects fx;
+    plan_.OnHeartbeat(hb, clock_.Now(), fx);
+    Absorb(fx);
+  }
+
+  void Tick() {
+    Effects fx;
+    plan_.Tick(clock_.Now(), fx);
+    Absorb(fx);
+  }
+
+  void Result(const std::string& worker, const AttemptRef& ref, int code,
+              std::string output = "", std::string error = "") {
+    TaskResult r;
+    r.ref = ref;
+    r.exit_code = code;
+    r.output = std::move(output);
+    r.error = std::move(error);
+    Effects fx;
+    plan_.OnResult(worker, r, clock_.Now(), fx);
+    Absorb(fx);
+  }
+
+  void Started(const std::string& worker, const AttemptRef& ref) {
+    drover::Started s;
+    s.ref = ref;
+    Effects fx;
+    plan_.OnStarted(worker, s, clock_.Now(), fx);
+    Absorb(fx);
+  }
+
+  // Assignments sent since the last call, as (worker, Assign).
+  std::vector<std::pair<std::string, Assign>> TakeAssigns() {
+    std::vector<std::pair<std::string, Assign>> out;
+    for (auto& [w, body] : sent_) {
+      auto f = Frame::Parse(body);
+      if (f.ok() && f->type() == "assign") out.emplace_back(w, *f->As<Assign>());
+    }
+    std::erase_if(sent_, [](const auto& m) {
+      return Frame::Parse(m.second)->type() == "assign";
+    });
+    return out;
+  }
+
+  std::vector<std::string> SentTypes(const std::string& worker) {
+    std::vector<std::string> out;
+    for (auto& [w, body] : sent_) {
+      if (w == worker) out.push_back(Frame::Parse(body)->type());
+    }
+    return out;
+  }
+
+  TaskRecord Task(const std::string& job, uint32_t i) {
+    return tasks_.at({job, i});
+  }
+  JobRecord Job(const std::string& job) { return jobs_by_id_.at(job); }
+
+  FakeClock clock_;
+  Plan plan_;
+  std::vector<std::pair<std::string, std::string>> sent_;
+
+ private:
+  // Keeps the latest record of everything, as the store would, and checks
+  // each transition against the state machine as the store does.
+  void Absorb(Effects& fx) {
+    for (const JobRecord& j : fx.jobs) {
+      auto it = jobs_by_id_.find(j.id);
+      if (it != jobs_by_id_.end()) {
+        CHECK_MESSAGE(CheckJobTransition(it->second.state, j.state).ok(),
+                      JobStateName(it->second.state) << " -> "
+                                                     << JobStateName(j.state));
+      }
+      jobs_by_id_[j.id] = j;
+    }
+    for (const TaskRecord& t : fx.tasks) {
+      auto it = tasks_.find({t.job_id, t.index});
+      if (it != tasks_.end()) {
+        CHECK_MESSAGE(CheckTaskTransition(it->second.state, t.state).ok(),
+                      t.name << ": " << TaskStateName(it->second.state)
+                             << " -> " << TaskStateName(t.state));
+      }
+      tasks_[{t.job_id, t.index}] = t;
+    }
+    for (auto& m : fx.messages) sent_.push_back(m);
+  }
+
+  int jobs_ = 0;
+  std::map<std::pair<std::string, uint32_t>, TaskRecord> tasks_;
+  std::map<std::string, JobRecord> jobs_by_id_;
+};
+
+const char* kThreeRoots = R"(
+name = "roots"
+[[tasks]]
+name = "a"
+depends_on = []
+run = "true"
+[[tasks]]
+name = "b"
+depends_on = []
+run = "true"
+[[tasks]]
+name = "c"
+depends_on = []
+run = "true"
+)";
+
+TEST_CASE("Plan.DispatchFillsFreeSlotsOnly") {
+  Fixture f;
+  std::string job = f.AddJob(kThreeRoots);
+  f.Tick();
+  CHECK(f.TakeAssigns().empty());  // no worker yet
+  CHECK(f.Task(job, 0).state == TaskState::kPending);
+  f.Hello("w1", {{"default", 2}});
+  f.Tick();
+  auto assigns = f.TakeAssigns();
+  REQUIRE(assigns.size() == 2);
+  CHECK(assigns[0].second.ref.attempt == 1);
+  CHECK(f.Task(job, 0).state == TaskState::kScheduled);
+  CHECK(f.Task(job, 2).state == TaskState::kPending);
+  f.Result("w1", assigns[0].second.ref, 0);
+  f.Tick();
+  assigns = f.TakeAssigns();
+  REQUIRE(assigns.size() == 1);
+  CHECK(assigns[0].second.ref.task == 2);
+}
+
+TEST_CASE("Plan.QueueAndRuntimeMustMatch") {
+  Fixture f;
+  std::string job = f.AddJob(R"(
+name = "q"
+[[tasks]]
+name = "gpu"
+queue = "gpu"
+run = "true"
+depends_on = []
+[[tasks]]
+name = "boxed"
+image = "busybox"
+run = "true"
+depends_on = []
+)");
+  f.Hello("shell-only", {{"default", 4}, {"gpu", 1}}, {"shell"});
+  f.Tick();
+  auto assigns = f.TakeAssigns();
+  REQUIRE(assigns.size() == 1);
+  CHECK(assigns[0].first == "shell-only");
+  CHECK(assigns[0].second.queue == "gpu");
+  CHECK(f.Task(job, 1).state == TaskState::kPending);  // needs docker
+  f.Hello("docker", {{"default", 1}}, {"docker"});
+  f.Tick();
+  assigns = f.TakeAssigns();
+  REQUIRE(assigns.size() == 1);
+  CHECK(assigns[0].first == "docker");
+  CHECK(assigns[0].second.runtime == "docker");
+  CHECK(assigns[0].second.task.image == "busybox");
+}
+
+TEST_CASE("Plan.SilentWorkerIsDeclaredDeadAfterLivenessAndItsTasksRequeued") {
+  Fixture f;  // 1 s × 3
+  std::string job = f.AddJob("name = \"x\"\n[[tasks]]\nname = \"t\"\nrun = \"true\"\n");
+  f.Hello("w1", {{"default", 1}});
+  f.Hello("w2", {{"default", 1}});
+  f.Tick();
+  auto first = f.TakeAssigns();
+  REQUIRE(first.size() == 1);
+  const std::string victim = first[0].first;
+  const std::string other = victim == "w1" ? "w2" : "w1";
+  for (int i = 0; i < 3; ++i) {
+    f.clock_.Advance(1000ms);
+    f.Heartbeat(other);
+    f.Tick();
+  }
+  // Exactly interval × liveness of silence: still alive.
+  CHECK(f.TakeAssigns().empty());
+  f.clock_.Advance(1ms);
+  f.Heartbeat(other);
+  f.Tick();
+  auto second = f.TakeAssigns();
+  REQUIRE(second.size() == 1);
+  CHECK(second[0].first == other);
+  CHECK(second[0].second.ref.attempt == 2);
+  CHECK(f.Task(job, 0).history.size() == 2);
+  CHECK(f.Task(job, 0).history[0].error.find("stopped responding") !=
+        std::string::npos);
+  // The dead worker's late result for attempt 1 is acknowledged but
+  // changes nothing.
+  f.Result(victim, first[0].second.ref, 0, "late");
+  CHECK(f.Task(job, 0).state == TaskState::kScheduled);
+  CHECK(f.Task(job, 0).attempts == 2);
+  CHECK(f.SentTypes(victim).back() == "ack");
+  // Its next heartbeat gets it asked to announce itself again.
+  f.Heartbeat(victim);
+  CHECK(f.SentTypes(victim).back() == "announce");
+  f.Result(other, second[0].second.ref, 0, "fresh");
+  CHECK(f.Task(job, 0).state == TaskState::kCompleted);
+  CHECK(f.Task(job, 0).output == "fresh");
+  CHECK(f.Job(job).state == JobState::kCompleted);
+}
+
+TEST_CASE("Plan.RetriesBackOffExponentiallyWithJitterThenFail") {
+  Fixture f;
+  std::string job = f.AddJob(R"(
+name = "r"
+[[tasks]]
+name = "flaky"
+run = "false"
+retry = { limit = 2, initial_delay = "1s", max_delay = "1500ms", scaling = 2.0 }
+[[tasks]]
+name = "after"
+run = "true"
+)");
+  f.Hello("w", {{"default", 1}});
+  f.Tick();
+  auto a = f.TakeAssigns();
+  REQUIRE(a.size() == 1);
+  f.Result("w", a[0].second.ref, 3);
+  TaskRecord t = f.Task(job, 0);
+  CHECK(t.state == TaskState::kPending);
+  const int64_t d1 = t.not_before - f.clock_.Now();
+  CHECK(d1 >= 500);   // half of 1 s fixed
+  CHECK(d1 <= 1000);  // plus up to half random
+  f.clock_.Advance(std::chrono::milliseconds(d1 - 1));
+  f.Tick();
+  CHECK(f.TakeAssigns().empty());  // not before its time
+  f.clock_.Advance(1ms);
+  f.Tick();
+  a = f.TakeAssigns();
+  REQUIRE(a.size() == 1);
+  CHECK(a[0].second.ref.attempt == 2);
+  f.Result("w", a[0].second.ref, 3);
+  const int64_t d2 = f.Task(job, 0).not_before - f.clock_.Now();
+  CHECK(d2 >= 750);    // 2 s capped at 1.5 s, half fixed
+  CHECK(d2 <= 1500);
+  f.clock_.Advance(std::chrono::milliseconds(d2));
+  f.Tick();
+  a = f.TakeAssigns();
+  REQUIRE(a.size() == 1);
+  f.Result("w", a[0].second.ref, 3);
+  t = f.Task(job, 0);
+  CHECK(t.state == TaskState::kFailed);
+  CHECK(t.attempts == 3);
+  CHECK(t.error == "exited with code 3");
+  CHECK(f.Task(job, 1).state == TaskState::kCancelled);  // never started
+  CHECK(f.Job(job).state == JobState::kFailed);
+  CHECK(f.Job(job).error == "task 'flaky' failed: exited with code 3");
+}
+
+TEST_CASE("Plan.FailureLetsRunningSiblingsFinish") {
+  Fixture f;
+  std::string job = f.AddJob(R"(
+name = "siblings"
+[[tasks]]
+name = "bad"
+depends_on = []
+run = "false"
+[[tasks]]
+name = "slow"
+depends_on = []
+run = "sleep 1"
+[[tasks]]
+name = "waits"
+depends_on = ["bad", "slow"]
+run = "true"
+)");
+  f.Hello("w", {{"default", 2}});
+  f.Tick();
+  auto a = f.TakeAssigns();
+  REQUIRE(a.size() == 2);
+  f.Result("w", a[0].second.ref, 1);
+  CHECK(f.Task(job, 0).state == TaskState::kFailed);
+  CHECK(f.Job(job).state == JobState::kRunning);  // "slow" still running
+  f.Started("w", a[1].second.ref);
+  f.Result("w", a[1].second.ref, 0);
+  CHECK(f.Task(job, 1).state == TaskState::kCompleted);
+  CHECK(f.Task(job, 2).state == TaskState::kCancelled);
+  CHECK(f.Job(job).state == JobState::kFailed);
+}
+
+TEST_CASE("Plan.IfFalseSkipsAndDependentsStillRun") {
+  Fixture f;
+  std::string job = f.AddJob(R"(
+name = "cond"
+[inputs]
+mode = "fast"
+[[tasks]]
+name = "maybe"
+if = "{{ inputs.mode != 'fast' }}"
+run = "true"
+[[tasks]]
+name = "then"
+run = "echo {{ inputs.mode }}"
+)");
+  CHECK(f.Task(job, 0).state == TaskState::kSkipped);
+  CHECK(f.Task(job, 1).state == TaskState::kPending);
+  f.Hello("w", {{"default", 1}});
+  f.Tick();
+  auto a = f.TakeAssigns();
+  REQUIRE(a.size() == 1);
+  CHECK(a[0].second.task.run == "echo fast");
+}
+
+TEST_CASE("Plan.OutputsFlowToLaterTasksAndSecretsOnlyToEnv") {
+  Fixture f;
+  std::string job = f.AddJob(R"(
+name = "flow"
+[secrets]
+TOKEN = "s3cr3t"
+[[tasks]]
+name = "first"
+run = "true"
+var = "first"
+[[tasks]]
+name = "second"
+run = "echo {{ tasks.first }} {{ job.name }}"
+env = { AUTH = "{{ secrets.TOKEN }}" }
+)");
+  f.Hello("w", {{"default", 1}});
+  f.Tick();
+  auto a = f.TakeAssigns();
+  REQUIRE(a.size() == 1);
+  f.Result("w", a[0].second.ref, 0, "value-1 leaked s3cr3t");
+  CHECK(f.Task(job, 0).output == "value-1 leaked [redacted]");
+  f.Tick();
+  a = f.TakeAssigns();
+  REQUIRE(a.size() == 1);
+  CHECK(a[0].second.task.run == "echo value-1 leaked [redacted] flow");
+  CHECK(a[0].second.task.env.at("AUTH") == "s3cr3t");
+  CHECK(a[0].second.redact == std::vector<std::string>{"s3cr3t"});
+}
+
+TEST_CASE("Plan.RecoveredAttemptsAreAdoptedOrRequeuedAfterGrace") {
+  Fixture f;
+  ParseResult parsed = ParseJobText(kThreeRoots, "t.toml");
+  REQUIRE(parsed.ok());
+  auto r = MakeJobRecords("j", *parsed.job, kThreeRoots, "t.toml", 0);
+  for (uint32_t i = 0; i < 2; ++i) {
+    r.tasks[i].state = TaskState::kRunning;
+    r.tasks[i].attempts = 1;
+    r.tasks[i].worker = i == 0 ? "alive" : "gone";
+    AttemptRecord h;
+    h.number = 1;
+    h.worker = r.tasks[i].worker;
+    r.tasks[i].history.push_back(h);
+  }
+  r.tasks[2].state = TaskState::kPending;
+  r.job.state = JobState::kRunning;
+  Effects fx;
+  f.plan_.RecoverJob(r.job, *parsed.job, r.tasks, f.clock_.Now(), fx);
+  f.Hello("alive", {{"default", 3}}, {"shell"}, {AttemptRef{"j", 0, 1}});
+  f.Tick();
+  auto a = f.TakeAssigns();
+  REQUIRE(a.size() == 1);  // the pending one; task 0 is adopted
+  CHECK(a[0].second.ref.task == 2);
+  // The grace is interval × (liveness + 1) = 4 s.
+  for (int i = 0; i < 4; ++i) {
+    f.clock_.Advance(999ms);
+    f.Heartbeat("alive");
+    f.Tick();
+  }
+  CHECK(f.TakeAssigns().empty());
+  f.clock_.Advance(10ms);
+  f.Heartbeat("alive");
+  f.Tick();
+  a = f.TakeAssigns();
+  REQUIRE(a.size() == 1);
+  CHECK(a[0].second.ref.task == 1);
+  CHECK(a[0].second.ref.attempt == 2);
+  // The adopted attempt's result is recorded as attempt 1.
+  f.Result("alive", AttemptRef{"j", 0, 1}, 0, "adopted");
+  CHECK(f.Task("j", 0).state == TaskState::kCompleted);
+  CHECK(f.Task("j", 0).attempts == 1);
+}
+
+TEST_CASE("Plan.HelloClaimingAnUnknownAttemptIsToldToAbandonIt") {
+  Fixture f;
+  f.Hello("w", {{"default", 1}}, {"shell"}, {AttemptRef{"ghost", 0, 7}});
+  REQUIRE(f.sent_.size() == 1);
+  auto welcome = Frame::Parse(f.sent_[0].second)->As<Welcome>();
+  REQUIRE(welcome.ok());
+  CHECK(welcome->scheduler == "s1");
+  REQUIRE(welcome->abandon.size() == 1);
+  CHECK(welcome->abandon[0].job_id == "ghost");
+}
+
+TEST_CASE("Plan.CancelStopsRunningAndNeverStartsPending") {
+  Fixture f;
+  std::string job = f.AddJob(kThreeRoots);
+  f.Hello("w", {{"default", 1}});
+  f.Tick();
+  auto a = f.TakeAssigns();
+  REQUIRE(a.size() == 1);
+  Effects fx;
+  REQUIRE(f.plan_.Cancel(job, f.clock_.Now(), fx).ok());
+  bool stop_sent = false;
+  for (auto& [w, body] : fx.messages) {
+    auto fr = Frame::Parse(body);
+    if (fr->type() == "stop") {
+      CHECK(fr->As<Stop>()->ref == a[0].second.ref);
+      stop_sent = true;
+    }
+  }
+  CHECK(stop_sent);
+  CHECK(f.plan_.Cancel(job, f.clock_.Now(), fx).code() == Code::kNotFound);
+  f.Tick();
+  CHECK(f.TakeAssigns().empty());
+}
+
+TEST_CASE("Plan.RestartedWorkerLosesItsEarlierAttempts") {
+  Fixture f;
+  std::string job = f.AddJob("name = \"x\"\n[[tasks]]\nname = \"t\"\nrun = \"true\"\n");
+  f.Hello("w", {{"default", 1}});
+  f.Tick();
+  REQUIRE(f.TakeAssigns().size() == 1);
+  f.Hello("w", {{"default", 1}}, {"shell"}, {}, "w-life2");
+  f.Tick();
+  auto a = f.TakeAssigns();
+  REQUIRE(a.size() == 1);
+  CHECK(a[0].second.ref.attempt == 2);
+}
+
+}  // namespace
+}  // namespace drover
