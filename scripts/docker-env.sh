@@ -4,7 +4,12 @@
 # scripts/run-tests.sh) and by developers.
 #
 #   scripts/docker-env.sh start   ensure packages, a daemon, images, registry
-#   scripts/docker-env.sh stop    stop what `start` started (by recorded PID)
+#   scripts/docker-env.sh stop    stop what the last `start` started (by the
+#                                 PIDs it recorded); what it found running
+#                                 stays up
+#   scripts/docker-env.sh stop --all
+#                                 stop every daemon/registry this harness
+#                                 started (never one it did not start)
 #   scripts/docker-env.sh status  say what is running
 #   scripts/docker-env.sh env     print `export` lines for the tests
 #   scripts/docker-env.sh run CMD...
@@ -150,6 +155,7 @@ _dde_start_daemon() {
     --data-root "$_dde_state/data" --exec-root "$_dde_state/exec" \
     --pidfile "$_dde_state/dockerd.pid" -H "unix://$sock" || return 1
   _dde_started_daemon=1
+  echo dockerd >>"$_dde_state/last-start"
   for i in $(seq 1 60); do
     if _dde_answers; then
       _dde_say "dockerd (pid $(cat "$_dde_state/dockerd.started-pid")) answers"
@@ -248,6 +254,7 @@ EOF
     _dde_spawn "$_dde_state/registry.pid" "$_dde_state/registry.log" \
       docker-registry serve "$_dde_state/registry.yml" || return 1
     _dde_started_registry=1
+    echo registry >>"$_dde_state/last-start"
     local i ok=0
     for i in $(seq 1 40); do
       if curl -sf --max-time 2 "http://$addr/v2/" >/dev/null 2>&1; then
@@ -300,6 +307,7 @@ _dde_fail() {
 
 _dde_start() {
   mkdir -p "$_dde_state" || { _dde_fail "cannot create $_dde_state"; return 1; }
+  : >"$_dde_state/last-start"
   _dde_install || { _dde_fail "installing packages failed"; return 1; }
   _dde_start_daemon || { _dde_fail "no working Docker daemon"; return 1; }
   _dde_make_images || { _dde_fail "building test images failed"; return 1; }
@@ -327,10 +335,28 @@ _dde_stop_pid() {
   rm -f "$file"
 }
 
+# Stops what the last `start` started (recorded in $STATE/last-start), or,
+# with --all, whatever this harness started and is still running. A daemon
+# or registry that the last `start` found already running stays up: someone
+# else's tests may be using it.
 _dde_stop() {
-  _dde_stop_pid "$_dde_state/registry.pid" docker-registry
-  rm -f "$_dde_state/registry.addr"
-  _dde_stop_pid "$_dde_state/dockerd.started-pid" dockerd
+  local what
+  if [[ "${1:-}" == "--all" ]]; then
+    what="dockerd registry"
+  else
+    what="$(cat "$_dde_state/last-start" 2>/dev/null)"
+    [[ -n "$what" ]] || _dde_say "the last start started nothing;" \
+      "leaving the daemon and registry up (stop --all stops them)"
+  fi
+  if [[ "$what" == *registry* ]]; then
+    _dde_stop_pid "$_dde_state/registry.pid" docker-registry
+    rm -f "$_dde_state/registry.addr"
+  fi
+  if [[ "$what" == *dockerd* ]]; then
+    _dde_stop_pid "$_dde_state/dockerd.started-pid" dockerd
+  fi
+  [[ -d "$_dde_state" ]] && : >"$_dde_state/last-start"
+  return 0
 }
 
 _dde_status() {
@@ -366,7 +392,7 @@ else
   set -uo pipefail
   case "${1:-start}" in
     start) _dde_start ;;
-    stop) _dde_stop ;;
+    stop) _dde_stop "${2:-}" ;;
     status) _dde_status ;;
     env) _dde_env ;;
     run)
@@ -387,6 +413,6 @@ else
       fi
       exit $rc
       ;;
-    *) echo "usage: $0 start|stop|status|env|run CMD..." >&2; exit 2 ;;
+    *) echo "usage: $0 start|stop [--all]|status|env|run CMD..." >&2; exit 2 ;;
   esac
 fi

@@ -305,7 +305,8 @@ int main(int argc, char** argv) {
       std::cout.flush();
       const bool more = reply->last != after;
       after = reply->last;
-      if (!follow || (reply->job_finished && !more)) break;
+      if (!follow && !more) break;
+      if (follow && reply->job_finished && !more) break;
       if (!more) {
         std::this_thread::sleep_for(pause);
         pause = std::min(pause * 2, Millis(500));

@@ -363,16 +363,36 @@ Scan ScanSource(std::string_view s) {
   return out;
 }
 
+// Messages end up as one line of `drover validate` output and in JSON, so
+// control characters are escaped.
+std::string Printable(std::string_view s) {
+  std::string out;
+  for (char c : s) {
+    auto u = static_cast<unsigned char>(c);
+    if (c == '\n') {
+      out += "\\n";
+    } else if (u < 0x20 || u == 0x7f) {
+      char buf[8];
+      snprintf(buf, sizeof buf, "\\x%02x", u);
+      out += buf;
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
 std::string Quote(std::string_view expr) {
   std::string q = "expression '";
   if (expr.size() > kMaxQuotedSource) {
-    q.append(expr.substr(0, kMaxQuotedSource));
-    q += "...";
+    // Cut before a UTF-8 continuation byte, never inside a character.
+    size_t n = kMaxQuotedSource;
+    while (n > 0 && (static_cast<unsigned char>(expr[n]) & 0xC0) == 0x80) --n;
+    q += Printable(expr.substr(0, n)) + "...";
   } else {
-    q.append(expr);
+    q += Printable(expr);
   }
-  q += "'";
-  return q;
+  return q + "'";
 }
 
 // Lua prefixes messages with the chunk name and line ("expr:1: ").
@@ -471,11 +491,11 @@ class Evaluator {
     }
     lua_settop(L_.get(), 0);
     return Status::InvalidArgument(Quote(expr) + ": " +
-                                   StripChunkName(std::move(msg)));
+                                   Printable(StripChunkName(std::move(msg))));
   }
 
   Sandbox box_;
-  LuaPtr L_;
+  LuaPtr L_;  // after box_, so the state is closed while its box lives
 };
 
 // Appends the value on top of the stack as template text.

@@ -57,11 +57,96 @@ constexpr std::string_view kRetryKeys[] = {"limit", "initial_delay",
                                            "max_delay", "scaling"};
 constexpr std::string_view kLimitsKeys[] = {"cpus", "memory"};
 
+struct Unit {
+  std::string_view name;
+  double scale;
+};
+constexpr Unit kDurationUnits[] = {
+    {"ms", 1}, {"s", 1e3}, {"m", 60e3}, {"h", 3600e3}, {"d", 86400e3}};
+// Every size unit is binary: "512MB" means what a Docker user expects.
+constexpr Unit kSizeUnits[] = {{"", 1},        {"b", 1},        {"k", 0x1p10},
+                               {"kb", 0x1p10}, {"kib", 0x1p10}, {"m", 0x1p20},
+                               {"mb", 0x1p20}, {"mib", 0x1p20}, {"g", 0x1p30},
+                               {"gb", 0x1p30}, {"gib", 0x1p30}, {"t", 0x1p40},
+                               {"tb", 0x1p40}, {"tib", 0x1p40}};
+
 bool Contains(Keys keys, std::string_view key) {
   return std::find(keys.begin(), keys.end(), key) != keys.end();
 }
 
 char Lower(char c) { return c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c; }
+bool IsDigit(char c) { return c >= '0' && c <= '9'; }
+bool IsAlpha(char c) { return Lower(c) >= 'a' && Lower(c) <= 'z'; }
+bool IsWordChar(char c) { return IsAlpha(c) || IsDigit(c) || c == '_'; }
+
+bool IsIdentifier(std::string_view s) {
+  return !s.empty() && !IsDigit(s[0]) &&
+         std::all_of(s.begin(), s.end(), IsWordChar);
+}
+
+// Task and queue names: what can appear unquoted in logs and CLI flags.
+bool IsName(std::string_view s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) {
+    return IsWordChar(c) || c == '.' || c == '-';
+  });
+}
+
+std::string Quoted(std::string_view s) { return "'" + std::string(s) + "'"; }
+
+std::string_view Trim(std::string_view s) {
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) {
+    s.remove_prefix(1);
+  }
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) {
+    s.remove_suffix(1);
+  }
+  return s;
+}
+
+// Reads "12" or "1.5" at `i`; nullopt unless digits, optionally '.' digits.
+std::optional<double> ReadNumber(std::string_view s, size_t& i) {
+  size_t start = i, frac = 0;
+  while (i < s.size() && (IsDigit(s[i]) || (s[i] == '.' && frac == 0))) {
+    if (s[i++] == '.') frac = i;
+  }
+  if (i == start || s[start] == '.' || frac == i) return std::nullopt;
+  double v = 0;
+  auto [p, ec] = std::from_chars(s.data() + start, s.data() + i, v);
+  if (ec != std::errc() || p != s.data() + i) return std::nullopt;
+  return v;
+}
+
+std::optional<double> ScaleOf(std::span<const Unit> units,
+                              std::string_view name) {
+  for (const Unit& u : units) {
+    if (u.name == name) return u.scale;
+  }
+  return std::nullopt;
+}
+
+std::string TypeName(const toml::node& n) {
+  // Indexed by toml::node_type: none, table, array, string, integer,
+  // floating_point, boolean, date, time, date_time.
+  constexpr const char* kNames[] = {
+      "nothing", "a table",   "an array", "a string", "an integer",
+      "a float", "a boolean", "a date",   "a time",   "a date-time"};
+  auto i = static_cast<size_t>(n.type());
+  return i < std::size(kNames) ? kNames[i] : "nothing";
+}
+
+Location Loc(const toml::source_region& r) {
+  return {r.begin.line, r.begin.column};
+}
+Location Loc(const toml::node& n) { return Loc(n.source()); }
+
+std::string Elem(std::string_view key, size_t i) {
+  return std::string(key) + "[" + std::to_string(i) + "]";
+}
+
+std::string At(Location l) {
+  return "line " + std::to_string(l.line) + ", column " +
+         std::to_string(l.column);
+}
 
 // Optimal string alignment distance, case-insensitive: a swap of two
 // neighbours counts as one edit, the most common typo.
@@ -118,95 +203,15 @@ class Suggester {
   size_t budget_ = 20'000'000;  // table cells, some 50 ms of work
 };
 
-bool IsIdentifier(std::string_view s) {
-  if (s.empty() ||
-      !(std::isalpha(static_cast<unsigned char>(s[0])) || s[0] == '_')) {
-    return false;
-  }
-  return std::all_of(s.begin(), s.end(), [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) || c == '_';
-  });
-}
-
-// Task and queue names: what can appear unquoted in logs and CLI flags.
-bool IsName(std::string_view s) {
-  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' ||
-           c == '.' || c == '-';
-  });
-}
-
-std::string TypeName(const toml::node& n) {
-  switch (n.type()) {
-    case toml::node_type::string:
-      return "a string";
-    case toml::node_type::integer:
-      return "an integer";
-    case toml::node_type::floating_point:
-      return "a float";
-    case toml::node_type::boolean:
-      return "a boolean";
-    case toml::node_type::date:
-      return "a date";
-    case toml::node_type::time:
-      return "a time";
-    case toml::node_type::date_time:
-      return "a date-time";
-    case toml::node_type::table:
-      return "a table";
-    case toml::node_type::array:
-      return "an array";
-    default:
-      return "nothing";
-  }
-}
-
-Location Loc(const toml::source_region& r) {
-  return {r.begin.line, r.begin.column};
-}
-Location Loc(const toml::node& n) { return Loc(n.source()); }
-
-std::string Quoted(std::string_view s) { return "'" + std::string(s) + "'"; }
-
-std::string_view Trim(std::string_view s) {
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) {
-    s.remove_prefix(1);
-  }
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) {
-    s.remove_suffix(1);
-  }
-  return s;
-}
-
-// Reads "12" or "1.5" at `i`; nullopt unless digits, optionally '.' digits.
-std::optional<double> ReadNumber(std::string_view s, size_t& i) {
-  size_t start = i;
-  while (i < s.size() && std::isdigit(static_cast<unsigned char>(s[i]))) ++i;
-  if (i == start) return std::nullopt;
-  if (i < s.size() && s[i] == '.') {
-    size_t frac = ++i;
-    while (i < s.size() && std::isdigit(static_cast<unsigned char>(s[i]))) {
-      ++i;
-    }
-    if (i == frac) return std::nullopt;
-  }
-  double v = 0;
-  auto [p, ec] = std::from_chars(s.data() + start, s.data() + i, v);
-  if (ec != std::errc() || p != s.data() + i) return std::nullopt;
-  return v;
-}
-
 // Values a task table or [defaults] sets; what neither sets falls back to
 // the built-in default.
 struct Settings {
   std::optional<std::string> image, workdir, user, network, queue;
   std::optional<RuntimeKind> runtime;
   Location runtime_at;
-  std::optional<Millis> timeout;
+  std::optional<Millis> timeout, initial_delay, max_delay;
   std::optional<uint32_t> retry_limit;
-  std::optional<Millis> initial_delay, max_delay;
-  std::optional<double> scaling;
-  std::optional<double> cpus;
+  std::optional<double> scaling, cpus;
   std::optional<int64_t> memory;
   std::optional<std::map<std::string, std::string>> env;
 };
@@ -221,7 +226,7 @@ enum class Kind { kTask, kPre, kPost };
 // A task as written, before [defaults] and the ordering rule are applied.
 struct TaskDraft {
   std::string name;
-  bool named = false;
+  bool named = false;  // has a valid name
   Location where, name_at, var_at, cmd_at;
   std::string label;  // "task 'b'", "task #3", "pre task 'x' of task 'b'"
   bool run_key = false, cmd_key = false;  // present, valid or not
@@ -243,216 +248,191 @@ class Parser {
   ParseResult Parse(std::string_view text);
 
  private:
-  void Error(Location at, std::string message);
-  std::string Expect(std::string_view key, std::string_view ctx,
-                     std::string_view what, const toml::node& got) {
-    return Quoted(key) + std::string(ctx) + " must be " + std::string(what) +
-           ", not " + TypeName(got);
+  // Messages quote the user's keys and values; escaping control characters
+  // keeps each diagnostic on its one line.
+  void Error(Location at, std::string_view message) {
+    std::string line;
+    for (char c : message) {
+      auto u = static_cast<unsigned char>(c);
+      if (u >= 0x20 && u != 0x7f) {
+        line += c;
+      } else {
+        char buf[8];
+        snprintf(buf, sizeof buf, c == '\n' ? "\\n" : "\\x%02x", u);
+        line += buf;
+      }
+    }
+    errors_.push_back({file_, at, std::move(line)});
+  }
+  // "'KEY' in task 'b'" followed by `rest`, reported at `n`.
+  void Bad(const toml::node& n, std::string_view key, std::string_view rest) {
+    Error(Loc(n), Quoted(key) + ctx_ + std::string(rest));
+  }
+  void WrongType(const toml::node& n, std::string_view key,
+                 std::string_view what) {
+    Bad(n, key, " must be " + std::string(what) + ", not " + TypeName(n));
   }
   // `prefix` names the enclosing table, as in "retry.".
-  void Unknown(const toml::key& k, std::string_view ctx, Keys known,
-               std::string_view prefix = "") {
+  void Unknown(const toml::key& k, Keys known, std::string_view prefix = "") {
     Error(Loc(k.source()),
           "unknown key " + Quoted(std::string(prefix) + std::string(k.str())) +
-              std::string(ctx) + Suggest(k.str(), known, prefix));
+              ctx_ + suggest_(k.str(), known, prefix));
   }
 
-  std::optional<std::string> String(const toml::node& n, std::string_view key,
-                                    std::string_view ctx);
-  std::optional<std::string> NonEmpty(const toml::node& n, std::string_view key,
-                                      std::string_view ctx);
-  std::optional<std::vector<std::string>> StringArray(const toml::node& n,
-                                                      std::string_view key,
-                                                      std::string_view ctx);
-  std::optional<std::map<std::string, std::string>> StringTable(
-      const toml::node& n, std::string_view key, std::string_view ctx);
-  std::optional<Millis> Duration(const toml::node& n, std::string_view key,
-                                 std::string_view ctx, bool allow_zero);
-  void Template(const toml::node& n, std::string_view text,
-                std::string_view key, std::string_view ctx, bool allow_secrets);
+  std::optional<std::string> String(const toml::node& n, std::string_view key) {
+    if (const auto* s = n.as_string()) return s->get();
+    WrongType(n, key, "a string");
+    return std::nullopt;
+  }
 
-  bool ParseSetting(std::string_view key, const toml::node& v,
-                    std::string_view ctx, Settings& s);
-  void ParseRetry(const toml::node& v, std::string_view ctx, Settings& s);
-  void ParseLimits(const toml::node& v, std::string_view ctx, Settings& s);
+  std::optional<std::string> NonEmpty(const toml::node& n,
+                                      std::string_view key) {
+    auto s = String(n, key);
+    if (!s || !s->empty()) return s;
+    Bad(n, key, " must not be empty");
+    return std::nullopt;
+  }
+
+  std::optional<std::vector<std::string>> StringArray(const toml::node& n,
+                                                      std::string_view key) {
+    const auto* arr = n.as_array();
+    if (arr == nullptr) {
+      WrongType(n, key, "an array of strings");
+      return std::nullopt;
+    }
+    std::vector<std::string> out;
+    for (size_t i = 0; i < arr->size(); ++i) {
+      if (auto s = String((*arr)[i], Elem(key, i))) out.push_back(*s);
+    }
+    if (out.size() != arr->size()) return std::nullopt;
+    return out;
+  }
+
+  std::optional<std::map<std::string, std::string>> StringTable(
+      const toml::node& n, std::string_view key) {
+    const auto* tbl = n.as_table();
+    if (tbl == nullptr) {
+      WrongType(n, key, "a table of strings");
+      return std::nullopt;
+    }
+    std::map<std::string, std::string> out;
+    for (auto&& [k, v] : *tbl) {
+      auto s = String(v, std::string(key) + "." + std::string(k.str()));
+      if (s) out.emplace(k.str(), *s);
+    }
+    if (out.size() != tbl->size()) return std::nullopt;
+    return out;
+  }
+
+  std::optional<Millis> Duration(const toml::node& n, std::string_view key,
+                                 bool allow_zero) {
+    const auto* s = n.as_string();
+    if (s == nullptr) {
+      WrongType(n, key, "a duration string such as \"30s\"");
+      return std::nullopt;
+    }
+    auto d = ParseDuration(s->get());
+    if (!d) {
+      Bad(n, key,
+          ": bad duration \"" + s->get() +
+              "\"; use a number with a unit: ms, s, m, h or d (e.g. "
+              "\"1500ms\", \"30s\", \"1h30m\")");
+    } else if (!allow_zero && d->count() == 0) {
+      Bad(n, key, " must be longer than 0");
+      d.reset();
+    }
+    return d;
+  }
+
+  // A number checked by `ok`; `what` is the requirement in messages.
+  std::optional<double> Number(const toml::node& n, std::string_view key,
+                               std::string_view what, bool (*ok)(double)) {
+    std::optional<double> x = n.value<double>();
+    if (!n.is_number()) {
+      WrongType(n, key, what);
+    } else if (!x || !std::isfinite(*x) || !ok(*x)) {
+      Bad(n, key, " must be " + std::string(what));
+      x.reset();
+    }
+    return x;
+  }
+
+  void Template(const toml::node& n, std::string_view text,
+                std::string_view key, bool allow_secrets) {
+    Status s = CheckTemplate(text, allow_secrets);
+    if (!s.ok()) Bad(n, key, ": " + s.message());
+  }
+
+  bool ParseSetting(std::string_view key, const toml::node& v, Settings& s);
+  void ParseRetry(const toml::node& v, Settings& s);
+  void ParseLimits(const toml::node& v, Settings& s);
   void ParseDefaults(const toml::node& v);
   TaskDraft ParseTask(const toml::table& t, Kind kind, size_t index,
                       const std::string& parent);
-  void ParseTaskKey(std::string_view key, const toml::node& v,
-                    const std::string& ctx, TaskDraft& d);
+  void ParseTaskKey(std::string_view key, const toml::node& v, TaskDraft& d);
   std::vector<TaskDraft> ParseHooks(const toml::node& v, std::string_view key,
-                                    const std::string& ctx, Kind kind,
-                                    const std::string& parent);
+                                    Kind kind, const std::string& parent);
   TaskSpec Resolve(const TaskDraft& d, const std::string& parent_queue,
                    Kind kind);
   void CheckGraph(const std::vector<TaskDraft>& drafts,
                   std::vector<TaskSpec>& tasks);
 
-  template <typename Range>
-  std::string Suggest(std::string_view word, const Range& candidates,
-                      std::string_view prefix = "") {
-    return suggest_(word, candidates, prefix);
-  }
-
   std::string file_;
   const std::map<std::string, std::string>& overrides_;
-  Suggester suggest_;
   std::vector<Diagnostic> errors_;
+  Suggester suggest_;
+  std::string ctx_;  // where messages are: " in task 'b'", or "" at the top
   Settings defaults_;
   std::string job_queue_ = "default";
 };
 
-void Parser::Error(Location at, std::string message) {
-  errors_.push_back({file_, at, std::move(message)});
-}
-
-std::optional<std::string> Parser::String(const toml::node& n,
-                                          std::string_view key,
-                                          std::string_view ctx) {
-  if (const auto* s = n.as_string()) return s->get();
-  Error(Loc(n), Expect(key, ctx, "a string", n));
-  return std::nullopt;
-}
-
-std::optional<std::string> Parser::NonEmpty(const toml::node& n,
-                                            std::string_view key,
-                                            std::string_view ctx) {
-  auto s = String(n, key, ctx);
-  if (s && s->empty()) {
-    Error(Loc(n), Quoted(key) + std::string(ctx) + " must not be empty");
-    return std::nullopt;
-  }
-  return s;
-}
-
-std::optional<std::vector<std::string>> Parser::StringArray(
-    const toml::node& n, std::string_view key, std::string_view ctx) {
-  const auto* arr = n.as_array();
-  if (arr == nullptr) {
-    Error(Loc(n), Expect(key, ctx, "an array of strings", n));
-    return std::nullopt;
-  }
-  std::vector<std::string> out;
-  bool ok = true;
-  for (size_t i = 0; i < arr->size(); ++i) {
-    const toml::node& e = (*arr)[i];
-    if (const auto* s = e.as_string()) {
-      out.push_back(s->get());
-    } else {
-      Error(Loc(e), Expect(std::string(key) + "[" + std::to_string(i) + "]",
-                           ctx, "a string", e));
-      ok = false;
-    }
-  }
-  if (!ok) return std::nullopt;
-  return out;
-}
-
-std::optional<std::map<std::string, std::string>> Parser::StringTable(
-    const toml::node& n, std::string_view key, std::string_view ctx) {
-  const auto* tbl = n.as_table();
-  if (tbl == nullptr) {
-    Error(Loc(n), Expect(key, ctx, "a table of strings", n));
-    return std::nullopt;
-  }
-  std::map<std::string, std::string> out;
-  bool ok = true;
-  for (auto&& [k, v] : *tbl) {
-    std::string name = std::string(key) + "." + std::string(k.str());
-    if (const auto* s = v.as_string()) {
-      out.emplace(k.str(), s->get());
-    } else {
-      Error(Loc(v), Expect(name, ctx, "a string", v));
-      ok = false;
-    }
-  }
-  if (!ok) return std::nullopt;
-  return out;
-}
-
-std::optional<Millis> Parser::Duration(const toml::node& n,
-                                       std::string_view key,
-                                       std::string_view ctx, bool allow_zero) {
-  const auto* s = n.as_string();
-  if (s == nullptr) {
-    Error(Loc(n), Expect(key, ctx, "a duration string such as \"30s\"", n));
-    return std::nullopt;
-  }
-  auto d = ParseDuration(s->get());
-  if (!d) {
-    Error(Loc(n), Quoted(key) + std::string(ctx) + ": bad duration \"" +
-                      s->get() +
-                      "\"; use a number with a unit: ms, s, m, h or d "
-                      "(e.g. \"1500ms\", \"30s\", \"1h30m\")");
-    return std::nullopt;
-  }
-  if (!allow_zero && d->count() == 0) {
-    Error(Loc(n), Quoted(key) + std::string(ctx) + " must be longer than 0");
-    return std::nullopt;
-  }
-  return d;
-}
-
-void Parser::Template(const toml::node& n, std::string_view text,
-                      std::string_view key, std::string_view ctx,
-                      bool allow_secrets) {
-  Status s = CheckTemplate(text, allow_secrets);
-  if (!s.ok())
-    Error(Loc(n), Quoted(key) + std::string(ctx) + ": " + s.message());
-}
-
 bool Parser::ParseSetting(std::string_view key, const toml::node& v,
-                          std::string_view ctx, Settings& s) {
+                          Settings& s) {
   if (key == "timeout") {
-    s.timeout = Duration(v, key, ctx, /*allow_zero=*/false);
+    s.timeout = Duration(v, key, /*allow_zero=*/false);
   } else if (key == "retry") {
-    ParseRetry(v, ctx, s);
+    ParseRetry(v, s);
   } else if (key == "limits") {
-    ParseLimits(v, ctx, s);
+    ParseLimits(v, s);
   } else if (key == "queue") {
-    s.queue = NonEmpty(v, key, ctx);
+    s.queue = NonEmpty(v, key);
     if (s.queue && !IsName(*s.queue)) {
-      Error(Loc(v), Quoted(key) + std::string(ctx) +
-                        " may only hold letters, digits, '_', '.' and '-'");
+      Bad(v, key, " may only hold letters, digits, '_', '.' and '-'");
       s.queue.reset();
     }
   } else if (key == "network") {
-    s.network = NonEmpty(v, key, ctx);
+    s.network = NonEmpty(v, key);
   } else if (key == "image") {
-    s.image = NonEmpty(v, key, ctx);
-    if (s.image) Template(v, *s.image, key, ctx, false);
+    s.image = NonEmpty(v, key);
+    if (s.image) Template(v, *s.image, key, /*allow_secrets=*/false);
   } else if (key == "env") {
-    s.env = StringTable(v, key, ctx);
-    if (const auto* tbl = v.as_table()) {
-      for (auto&& [name, value] : *tbl) {
-        if (name.str().empty() || name.str().find_first_of(std::string_view(
-                                      "=\0", 2)) != std::string_view::npos) {
-          Error(Loc(name.source()),
-                "environment variable name " + Quoted(name.str()) +
-                    std::string(ctx) +
-                    " must be non-empty and must not contain '='");
-          s.env.reset();
-        }
-        if (const auto* str = value.as_string()) {
-          Template(value, str->get(), "env." + std::string(name.str()), ctx,
-                   /*allow_secrets=*/true);
-        }
+    s.env = StringTable(v, key);
+    const auto* tbl = v.as_table();
+    for (auto it = tbl ? tbl->begin() : toml::table::const_iterator{};
+         tbl && it != tbl->end(); ++it) {
+      std::string_view n = it->first.str();
+      if (n.empty() || n.find_first_of(std::string_view("=\0", 2)) !=
+                           std::string_view::npos) {
+        Error(Loc(it->first.source()), "environment variable name " +
+                                           Quoted(n) + ctx_ +
+                                           " must be non-empty and must not "
+                                           "contain '='");
+        s.env.reset();
+      }
+      if (const auto* str = it->second.as_string()) {
+        Template(it->second, str->get(), "env." + std::string(n), true);
       }
     }
   } else if (key == "workdir") {
-    s.workdir = String(v, key, ctx);
+    s.workdir = String(v, key);
   } else if (key == "user") {
-    s.user = String(v, key, ctx);
+    s.user = String(v, key);
   } else if (key == "runtime") {
-    if (auto r = String(v, key, ctx)) {
-      if (*r == "docker") {
-        s.runtime = RuntimeKind::kDocker;
-      } else if (*r == "shell") {
-        s.runtime = RuntimeKind::kShell;
+    if (auto r = String(v, key)) {
+      if (*r == "docker" || *r == "shell") {
+        s.runtime = *r == "docker" ? RuntimeKind::kDocker : RuntimeKind::kShell;
       } else {
-        Error(Loc(v), "'runtime'" + std::string(ctx) +
-                          " must be \"docker\" or \"shell\", not \"" + *r +
-                          "\"");
+        Bad(v, key, " must be \"docker\" or \"shell\", not \"" + *r + "\"");
       }
       s.runtime_at = Loc(v);
     }
@@ -462,68 +442,47 @@ bool Parser::ParseSetting(std::string_view key, const toml::node& v,
   return true;
 }
 
-void Parser::ParseRetry(const toml::node& v, std::string_view ctx,
-                        Settings& s) {
+void Parser::ParseRetry(const toml::node& v, Settings& s) {
   const auto* tbl = v.as_table();
-  if (tbl == nullptr) {
-    Error(Loc(v), Expect("retry", ctx, "a table such as { limit = 2 }", v));
-    return;
-  }
+  if (tbl == nullptr)
+    return WrongType(v, "retry", "a table such as { limit = 2 }");
   for (auto&& [k, n] : *tbl) {
     std::string_view key = k.str();
     std::string name = "retry." + std::string(key);
     if (key == "limit") {
       const auto* i = n.as_integer();
-      if (i == nullptr || i->get() < 0) {
-        Error(Loc(n), i ? Quoted(name) + std::string(ctx) +
-                              " must be a non-negative integer"
-                        : Expect(name, ctx, "a non-negative integer", n));
+      if (i == nullptr) {
+        WrongType(n, name, "a non-negative integer");
+      } else if (i->get() < 0) {
+        Bad(n, name, " must be a non-negative integer");
       } else if (i->get() > kMaxRetryLimit) {
-        Error(Loc(n), Quoted(name) + std::string(ctx) + " must be at most " +
-                          std::to_string(kMaxRetryLimit));
+        Bad(n, name, " must be at most " + std::to_string(kMaxRetryLimit));
       } else {
         s.retry_limit = static_cast<uint32_t>(i->get());
       }
     } else if (key == "initial_delay") {
-      s.initial_delay = Duration(n, name, ctx, /*allow_zero=*/true);
+      s.initial_delay = Duration(n, name, /*allow_zero=*/true);
     } else if (key == "max_delay") {
-      s.max_delay = Duration(n, name, ctx, /*allow_zero=*/true);
+      s.max_delay = Duration(n, name, /*allow_zero=*/true);
     } else if (key == "scaling") {
-      std::optional<double> x = n.value<double>();
-      if (!n.is_number()) {
-        Error(Loc(n), Expect(name, ctx, "a number of at least 1.0", n));
-      } else if (!x || !(*x >= 1.0) || !std::isfinite(*x)) {
-        Error(Loc(n), Quoted(name) + std::string(ctx) +
-                          " must be a number of at least 1.0");
-      } else {
-        s.scaling = *x;
-      }
+      s.scaling = Number(n, name, "a number of at least 1.0",
+                         [](double x) { return x >= 1.0; });
     } else {
-      Unknown(k, ctx, kRetryKeys, "retry.");
+      Unknown(k, kRetryKeys, "retry.");
     }
   }
 }
 
-void Parser::ParseLimits(const toml::node& v, std::string_view ctx,
-                         Settings& s) {
+void Parser::ParseLimits(const toml::node& v, Settings& s) {
   const auto* tbl = v.as_table();
-  if (tbl == nullptr) {
-    Error(Loc(v), Expect("limits", ctx, "a table such as { cpus = 1 }", v));
-    return;
-  }
+  if (tbl == nullptr)
+    return WrongType(v, "limits", "a table such as { cpus = 1 }");
   for (auto&& [k, n] : *tbl) {
     std::string_view key = k.str();
     std::string name = "limits." + std::string(key);
     if (key == "cpus") {
-      std::optional<double> x = n.value<double>();
-      if (!n.is_number()) {
-        Error(Loc(n), Expect(name, ctx, "a positive number", n));
-      } else if (!x || !(*x > 0) || !std::isfinite(*x)) {
-        Error(Loc(n),
-              Quoted(name) + std::string(ctx) + " must be a positive number");
-      } else {
-        s.cpus = *x;
-      }
+      s.cpus =
+          Number(n, name, "a positive number", [](double x) { return x > 0; });
     } else if (key == "memory") {
       std::optional<int64_t> bytes;
       if (const auto* i = n.as_integer()) {
@@ -531,62 +490,54 @@ void Parser::ParseLimits(const toml::node& v, std::string_view ctx,
       } else if (const auto* str = n.as_string()) {
         bytes = ParseSize(str->get());
         if (!bytes) {
-          Error(Loc(n), Quoted(name) + std::string(ctx) + ": bad size \"" +
-                            str->get() +
-                            "\"; use a number with an optional unit: k, m, "
-                            "g or t (e.g. \"512m\", \"2g\")");
+          Bad(n, name,
+              ": bad size \"" + str->get() +
+                  "\"; use a number with an optional unit: k, m, g or t "
+                  "(e.g. \"512m\", \"2g\")");
           continue;
         }
       } else {
-        Error(Loc(n), Expect(name, ctx, "a size such as \"512m\"", n));
+        WrongType(n, name, "a size such as \"512m\"");
         continue;
       }
-      if (*bytes <= 0) {
-        Error(Loc(n), Quoted(name) + std::string(ctx) + " must be positive");
-      } else {
+      if (*bytes > 0) {
         s.memory = bytes;
+      } else {
+        Bad(n, name, " must be positive");
       }
     } else {
-      Unknown(k, ctx, kLimitsKeys, "limits.");
+      Unknown(k, kLimitsKeys, "limits.");
     }
   }
 }
 
 void Parser::ParseDefaults(const toml::node& v) {
   const auto* tbl = v.as_table();
-  if (tbl == nullptr) {
-    Error(Loc(v), Expect("defaults", "", "a table", v));
-    return;
-  }
-  const std::string ctx = " in [defaults]";
+  if (tbl == nullptr) return WrongType(v, "defaults", "a table");
+  ctx_ = " in [defaults]";
   for (auto&& [k, n] : *tbl) {
-    if (ParseSetting(k.str(), n, ctx, defaults_)) continue;
+    if (ParseSetting(k.str(), n, defaults_)) continue;
     if (Contains(kTaskKeys, k.str())) {
       Error(Loc(k.source()), "key " + Quoted(k.str()) +
                                  " cannot have a default; set it in each task");
     } else {
-      Unknown(k, ctx, kDefaultsKeys);
+      Unknown(k, kDefaultsKeys);
     }
   }
+  ctx_.clear();
 }
 
 std::vector<TaskDraft> Parser::ParseHooks(const toml::node& v,
-                                          std::string_view key,
-                                          const std::string& ctx, Kind kind,
+                                          std::string_view key, Kind kind,
                                           const std::string& parent) {
   std::vector<TaskDraft> out;
   const auto* arr = v.as_array();
-  if (arr == nullptr) {
-    Error(Loc(v), Expect(key, ctx, "an array of task tables", v));
-    return out;
-  }
-  for (size_t i = 0; i < arr->size(); ++i) {
-    const toml::node& e = (*arr)[i];
-    if (const auto* t = e.as_table()) {
+  if (arr == nullptr) WrongType(v, key, "an array of task tables");
+  for (size_t i = 0; arr && i < arr->size(); ++i) {
+    if (const auto* t = (*arr)[i].as_table()) {
       out.push_back(ParseTask(*t, kind, i + 1, parent));
     } else {
-      Error(Loc(e), Expect(std::string(key) + "[" + std::to_string(i) + "]",
-                           ctx, "a task table", e));
+      WrongType((*arr)[i], Elem(key, i), "a task table");
     }
   }
   return out;
@@ -604,99 +555,90 @@ TaskDraft Parser::ParseTask(const toml::table& t, Kind kind, size_t index,
   d.label = kind == Kind::kTask  ? self
             : kind == Kind::kPre ? "pre " + self + " of " + parent
                                  : "post " + self + " of " + parent;
-  const std::string ctx = " in " + d.label;
+  std::string outer = std::exchange(ctx_, " in " + d.label);
   for (auto&& [k, v] : t) {
     std::string_view key = k.str();
     if (kind != Kind::kTask && Contains(kHookForbidden, key)) {
-      Error(Loc(k.source()), "key " + Quoted(key) + " is not allowed" + ctx +
+      Error(Loc(k.source()), "key " + Quoted(key) + " is not allowed" + ctx_ +
                                  "; pre and post tasks run inside their task");
-    } else if (!ParseSetting(key, v, ctx, d.own)) {
-      ParseTaskKey(key, v, ctx, d);
+    } else if (!ParseSetting(key, v, d.own)) {
+      ParseTaskKey(key, v, d);
       if (!Contains(kTaskKeys, key)) {
-        Unknown(k, ctx,
-                kind == Kind::kTask ? Keys(kTaskKeys) : Keys(kHookKeys));
+        Unknown(k, kind == Kind::kTask ? Keys(kTaskKeys) : Keys(kHookKeys));
       }
     }
   }
-  if (!t.contains("name")) {
-    Error(d.where, "missing required key 'name'" + ctx);
-  }
+  if (!t.contains("name")) Error(d.where, "missing required key 'name'" + ctx_);
+  ctx_ = std::move(outer);
   return d;
 }
 
 void Parser::ParseTaskKey(std::string_view key, const toml::node& v,
-                          const std::string& ctx, TaskDraft& d) {
+                          TaskDraft& d) {
+  const auto* arr = v.as_array();
   if (key == "name") {
-    auto name = String(v, key, ctx);
-    if (!name) return;
-    if (!IsName(*name)) {
+    auto name = String(v, key);
+    if (name && !IsName(*name)) {
       Error(Loc(v), "task name \"" + *name +
                         "\" must be non-empty and hold only letters, digits, "
                         "'_', '.' and '-'");
-      return;
+    } else if (name) {
+      d.named = true;
+      d.name_at = Loc(v);
     }
-    d.named = true;
-    d.name_at = Loc(v);
   } else if (key == "run") {
     d.run_key = true;
-    d.run = NonEmpty(v, key, ctx);
-    if (d.run) Template(v, *d.run, key, ctx, false);
+    d.run = NonEmpty(v, key);
+    if (d.run) Template(v, *d.run, key, /*allow_secrets=*/false);
   } else if (key == "cmd") {
     d.cmd_key = true;
-    d.cmd = StringArray(v, key, ctx);
     d.cmd_at = Loc(v);
+    d.cmd = StringArray(v, key);
     if (d.cmd && d.cmd->empty()) {
-      Error(Loc(v), "'cmd'" + ctx + " must not be empty");
+      Bad(v, key, " must not be empty");
       d.cmd.reset();
     }
-    const auto* arr = v.as_array();
-    for (size_t i = 0; d.cmd && i < arr->size(); ++i) {
-      Template((*arr)[i], (*d.cmd)[i], "cmd[" + std::to_string(i) + "]", ctx,
-               false);
+    for (size_t i = 0; d.cmd && i < d.cmd->size(); ++i) {
+      Template((*arr)[i], (*d.cmd)[i], Elem(key, i), /*allow_secrets=*/false);
     }
   } else if (key == "entrypoint") {
-    d.entrypoint = StringArray(v, key, ctx).value_or(d.entrypoint);
+    d.entrypoint = StringArray(v, key).value_or(d.entrypoint);
   } else if (key == "volumes") {
-    auto vols = StringArray(v, key, ctx);
-    const auto* arr = v.as_array();
-    for (size_t i = 0; vols && i < vols->size(); ++i) {
-      const std::string& p = (*vols)[i];
+    d.volumes = StringArray(v, key).value_or(d.volumes);
+    for (size_t i = 0; i < d.volumes.size(); ++i) {
+      const std::string& p = d.volumes[i];
       if (p.empty() || p[0] != '/' || p.find(':') != std::string::npos) {
-        Error(Loc((*arr)[i]), "volume \"" + p + "\"" + ctx +
+        Error(Loc((*arr)[i]), "volume \"" + p + "\"" + ctx_ +
                                   " must be an absolute container path "
                                   "without ':'");
       }
     }
-    d.volumes = vols.value_or(d.volumes);
   } else if (key == "var") {
-    auto var = String(v, key, ctx);
+    auto var = String(v, key);
     if (var && !IsIdentifier(*var)) {
-      Error(Loc(v), "'var'" + ctx +
-                        " must be an identifier (letters, "
-                        "digits and '_', not starting with a "
-                        "digit), not \"" +
-                        *var + "\"");
+      Bad(v, key,
+          " must be an identifier (letters, digits and '_', not starting "
+          "with a digit), not \"" +
+              *var + "\"");
     } else if (var) {
       d.var = *var;
       d.var_at = Loc(v);
     }
   } else if (key == "if") {
-    if (auto cond = String(v, key, ctx)) {
+    if (auto cond = String(v, key)) {
       d.if_expr = *cond;
-      Template(v, *cond, key, ctx, false);
+      Template(v, *cond, key, /*allow_secrets=*/false);
     }
   } else if (key == "depends_on") {
-    const auto* arr = v.as_array();
-    auto names = StringArray(v, key, ctx);
-    if (!names) return;
-    d.depends_on.emplace();
-    for (size_t i = 0; i < names->size(); ++i) {
-      d.depends_on->push_back({(*names)[i], Loc((*arr)[i])});
+    if (auto names = StringArray(v, key)) {
+      d.depends_on.emplace();
+      for (size_t i = 0; i < names->size(); ++i) {
+        d.depends_on->push_back({(*names)[i], Loc((*arr)[i])});
+      }
     }
-  } else if (key == "pre") {
-    d.pre = ParseHooks(v, key, ctx, Kind::kPre, d.label);
-  } else if (key == "post") {
-    d.post = ParseHooks(v, key, ctx, Kind::kPost, d.label);
+  } else if (key == "pre" || key == "post") {
+    (key == "pre" ? d.pre : d.post) =
+        ParseHooks(v, key, key == "pre" ? Kind::kPre : Kind::kPost, d.label);
   }
 }
 
@@ -720,7 +662,7 @@ TaskSpec Parser::Resolve(const TaskDraft& d, const std::string& parent_queue,
   t.queue = kind == Kind::kTask ? o.queue.value_or(f.queue.value_or(job_queue_))
                                 : parent_queue;
   t.timeout = o.timeout ? o.timeout : f.timeout;
-  if (kind == Kind::kTask) {
+  if (kind == Kind::kTask) {  // a pre or post task is retried with its task
     RetryPolicy r;
     t.retry.limit = o.retry_limit.value_or(f.retry_limit.value_or(r.limit));
     t.retry.initial_delay =
@@ -734,11 +676,9 @@ TaskSpec Parser::Resolve(const TaskDraft& d, const std::string& parent_queue,
   if (o.env) {
     for (const auto& [k, v] : *o.env) t.env[k] = v;
   }
-  std::optional<RuntimeKind> runtime = o.runtime ? o.runtime : f.runtime;
-  t.runtime = runtime.value_or(t.image.empty() ? RuntimeKind::kShell
-                                               : RuntimeKind::kDocker);
+  t.runtime = o.runtime.value_or(f.runtime.value_or(
+      t.image.empty() ? RuntimeKind::kShell : RuntimeKind::kDocker));
 
-  const std::string ctx = " in " + d.label;
   if (t.runtime == RuntimeKind::kDocker && t.image.empty()) {
     Error(o.runtime ? o.runtime_at : d.where,
           d.label + " uses runtime 'docker' but has no 'image'");
@@ -755,35 +695,26 @@ TaskSpec Parser::Resolve(const TaskDraft& d, const std::string& parent_queue,
   // Pre and post tasks are reported by name in logs and status, so their
   // names must tell them apart.
   std::map<std::string, Location> hook_names;
-  for (const auto* list : {&d.pre, &d.post}) {
-    for (const TaskDraft& h : *list) {
-      if (!h.named) continue;
+  for (const auto* hooks : {&d.pre, &d.post}) {
+    for (const TaskDraft& h : *hooks) {
       auto [it, fresh] = hook_names.emplace(h.name, h.name_at);
-      if (!fresh) {
+      if (h.named && !fresh) {
         Error(h.name_at, "duplicate pre/post task name " + Quoted(h.name) +
-                             ctx + " (first defined at line " +
-                             std::to_string(it->second.line) + ", column " +
-                             std::to_string(it->second.column) + ")");
+                             " in " + d.label + " (first defined at " +
+                             At(it->second) + ")");
       }
-    }
-  }
-  for (const TaskDraft& h : d.pre) {
-    t.pre.push_back(Resolve(h, t.queue, Kind::kPre));
-  }
-  for (const TaskDraft& h : d.post) {
-    t.post.push_back(Resolve(h, t.queue, Kind::kPost));
-  }
-  // One runtime runs a task together with its pre and post tasks.
-  for (size_t i = 0; i < d.pre.size() + d.post.size(); ++i) {
-    bool pre = i < d.pre.size();
-    const TaskDraft& h = pre ? d.pre[i] : d.post[i - d.pre.size()];
-    const TaskSpec& hs = pre ? t.pre[i] : t.post[i - d.pre.size()];
-    if (hs.runtime != t.runtime) {
-      Error(h.own.runtime ? h.own.runtime_at : h.where,
-            h.label + " would use runtime '" +
-                std::string(RuntimeName(hs.runtime)) + "' but its task uses '" +
-                std::string(RuntimeName(t.runtime)) +
-                "'; pre and post tasks run with their task's runtime");
+      TaskSpec hs =
+          Resolve(h, t.queue, hooks == &d.pre ? Kind::kPre : Kind::kPost);
+      // One runtime runs a task together with its pre and post tasks.
+      if (hs.runtime != t.runtime) {
+        Error(h.own.runtime ? h.own.runtime_at : h.where,
+              h.label + " would use runtime '" +
+                  std::string(RuntimeName(hs.runtime)) +
+                  "' but its task uses '" +
+                  std::string(RuntimeName(t.runtime)) +
+                  "'; pre and post tasks run with their task's runtime");
+      }
+      (hooks == &d.pre ? t.pre : t.post).push_back(std::move(hs));
     }
   }
   return t;
@@ -792,21 +723,17 @@ TaskSpec Parser::Resolve(const TaskDraft& d, const std::string& parent_queue,
 void Parser::CheckGraph(const std::vector<TaskDraft>& drafts,
                         std::vector<TaskSpec>& tasks) {
   // Names and vars first: everything below resolves names to indexes.
-  std::map<std::string, size_t> index;
-  std::map<std::string, size_t> vars;
+  std::map<std::string, size_t> index, vars;
   std::vector<std::string> names;
   for (size_t i = 0; i < drafts.size(); ++i) {
     const TaskDraft& d = drafts[i];
     if (d.named) {
       auto [it, fresh] = index.emplace(d.name, i);
-      if (fresh) {
-        names.push_back(d.name);
-      } else {
-        Location first = drafts[it->second].name_at;
+      if (fresh) names.push_back(d.name);
+      if (!fresh) {
         Error(d.name_at, "duplicate task name " + Quoted(d.name) +
-                             " (first defined at line " +
-                             std::to_string(first.line) + ", column " +
-                             std::to_string(first.column) + ")");
+                             " (first defined at " +
+                             At(drafts[it->second].name_at) + ")");
       }
     }
     if (!d.var.empty()) {
@@ -818,8 +745,7 @@ void Parser::CheckGraph(const std::vector<TaskDraft>& drafts,
     }
   }
 
-  // Edges: i depends on target, declared at `where`.
-  struct Edge {
+  struct Edge {  // the task depends on `target`, as declared at `where`
     size_t target;
     Location where;
   };
@@ -844,7 +770,7 @@ void Parser::CheckGraph(const std::vector<TaskDraft>& drafts,
         Error(dep.where, d.label + " depends on itself");
       } else if (it == index.end()) {
         Error(dep.where, d.label + " depends on unknown task " +
-                             Quoted(dep.name) + Suggest(dep.name, names));
+                             Quoted(dep.name) + suggest_(dep.name, names));
       } else {
         edges[i].push_back({it->second, dep.where});
         tasks[i].depends_on.push_back(dep.name);
@@ -889,8 +815,7 @@ void Parser::CheckGraph(const std::vector<TaskDraft>& drafts,
           }
           msg += drafts[*(from + static_cast<ptrdiff_t>(k))].name + " -> ";
         }
-        msg += drafts[e.target].name;
-        Error(e.where, msg);
+        Error(e.where, msg + drafts[e.target].name);
       }
     }
   }
@@ -902,17 +827,18 @@ void Parser::CheckGraph(const std::vector<TaskDraft>& drafts,
 
 ParseResult Parser::Parse(std::string_view text) {
   ParseResult result;
+  toml::table root;
   if (text.size() > kMaxFileBytes) {
     Error({}, "job file is " + std::to_string(text.size()) +
                   " bytes; the limit is " + std::to_string(kMaxFileBytes));
-    result.errors = std::move(errors_);
-    return result;
+  } else {
+    try {
+      root = toml::parse(text, file_);
+    } catch (const toml::parse_error& e) {
+      Error(Loc(e.source()), std::string(e.description()));
+    }
   }
-  toml::table root;
-  try {
-    root = toml::parse(text, file_);
-  } catch (const toml::parse_error& e) {
-    Error(Loc(e.source()), std::string(e.description()));
+  if (!errors_.empty()) {
     result.errors = std::move(errors_);
     return result;
   }
@@ -923,50 +849,41 @@ ParseResult Parser::Parse(std::string_view text) {
   // [defaults] and the job queue must be known before tasks are resolved,
   // whatever order the keys come in.
   if (const auto* q = root.get("queue")) {
-    if (auto s = NonEmpty(*q, "queue", "")) {
-      if (IsName(*s)) {
-        job.queue = job_queue_ = *s;
-      } else {
-        Error(Loc(*q),
-              "'queue' may only hold letters, digits, '_', '.' and "
-              "'-'");
-      }
-    }
+    Settings top;  // the top-level queue obeys the same rules as a task's
+    ParseSetting("queue", *q, top);
+    job.queue = job_queue_ = top.queue.value_or(job.queue);
   }
   if (const auto* dflt = root.get("defaults")) ParseDefaults(*dflt);
   for (auto&& [k, v] : root) {
     std::string_view key = k.str();
     if (key == "name") {
-      job.name = NonEmpty(v, key, "").value_or("");
+      job.name = NonEmpty(v, key).value_or("");
     } else if (key == "description") {
-      job.description = String(v, key, "").value_or("");
+      job.description = String(v, key).value_or("");
     } else if (key == "inputs") {
       inputs_node = &v;
-      job.inputs = StringTable(v, key, "").value_or(job.inputs);
+      job.inputs = StringTable(v, key).value_or(job.inputs);
     } else if (key == "secrets") {
-      job.secrets = StringTable(v, key, "").value_or(job.secrets);
+      job.secrets = StringTable(v, key).value_or(job.secrets);
     } else if (key == "tasks") {
       const auto* arr = v.as_array();
-      if (arr == nullptr || arr->empty()) {
-        Error(Loc(v),
-              arr ? "'tasks' must not be empty; add a [[tasks]] table"
-                  : Expect(key, "", "an array of tables ([[tasks]])", v));
-        continue;
-      }
-      if (arr->size() > kMaxTasks) {
+      if (arr == nullptr) {
+        WrongType(v, key, "an array of tables ([[tasks]])");
+      } else if (arr->empty()) {
+        Error(Loc(v), "'tasks' must not be empty; add a [[tasks]] table");
+      } else if (arr->size() > kMaxTasks) {
         Error(Loc(v), "a job may have at most " + std::to_string(kMaxTasks) +
                           " tasks, not " + std::to_string(arr->size()));
       }
-      for (size_t i = 0; i < arr->size(); ++i) {
+      for (size_t i = 0; arr && i < arr->size(); ++i) {
         if (const auto* t = (*arr)[i].as_table()) {
           drafts.push_back(ParseTask(*t, Kind::kTask, i + 1, ""));
         } else {
-          Error(Loc((*arr)[i]), Expect("tasks[" + std::to_string(i) + "]", "",
-                                       "a task table", (*arr)[i]));
+          WrongType((*arr)[i], Elem(key, i), "a task table");
         }
       }
     } else if (!Contains(kJobKeys, key)) {
-      Unknown(k, "", kJobKeys);
+      Unknown(k, kJobKeys);
     }
   }
   if (!root.contains("name")) Error({1, 1}, "missing required key 'name'");
@@ -978,14 +895,13 @@ ParseResult Parser::Parse(std::string_view text) {
     for (auto&& [k, v] : *tbl) declared.emplace_back(k.str());
   }
   for (const auto& [key, value] : overrides_) {
-    if (std::find(declared.begin(), declared.end(), key) == declared.end()) {
+    if (std::find(declared.begin(), declared.end(), key) != declared.end()) {
+      job.inputs[key] = value;
+    } else {
       Error(inputs_node ? Loc(*inputs_node) : Location{},
             "--input " + Quoted(key) +
-                ": the job declares no such input in "
-                "[inputs]" +
-                Suggest(key, declared));
-    } else {
-      job.inputs[key] = value;
+                ": the job declares no such input in [inputs]" +
+                suggest_(key, declared));
     }
   }
   for (const TaskDraft& d : drafts) {
@@ -1024,36 +940,18 @@ std::optional<Millis> ParseDuration(std::string_view text) {
   text = Trim(text);
   if (text.empty()) return std::nullopt;
   double total = 0;
-  size_t i = 0;
-  while (i < text.size()) {
+  for (size_t i = 0; i < text.size();) {
     size_t start = i;
     auto value = ReadNumber(text, i);
     if (!value) return std::nullopt;
-    size_t unit_start = i;
-    while (i < text.size() &&
-           std::isalpha(static_cast<unsigned char>(text[i]))) {
-      ++i;
-    }
-    std::string_view unit = text.substr(unit_start, i - unit_start);
-    double scale;
-    if (unit.empty()) {
-      // A bare number is seconds, but only on its own: "1h30" is a typo.
-      if (start != 0 || i != text.size()) return std::nullopt;
-      scale = 1000;
-    } else if (unit == "ms") {
-      scale = 1;
-    } else if (unit == "s") {
-      scale = 1000;
-    } else if (unit == "m") {
-      scale = 60e3;
-    } else if (unit == "h") {
-      scale = 3600e3;
-    } else if (unit == "d") {
-      scale = 86400e3;
-    } else {
-      return std::nullopt;
-    }
-    total += *value * scale;
+    size_t unit = i;
+    while (i < text.size() && IsAlpha(text[i])) ++i;
+    // A bare number is seconds, but only on its own: "1h30" is a typo.
+    bool bare = unit == i && start == 0 && i == text.size();
+    auto scale =
+        bare ? 1e3 : ScaleOf(kDurationUnits, text.substr(unit, i - unit));
+    if (!scale) return std::nullopt;
+    total += *value * *scale;
     if (!(total <= kMaxDurationMs)) return std::nullopt;
   }
   return Millis(static_cast<int64_t>(std::llround(total)));
@@ -1063,55 +961,34 @@ std::optional<int64_t> ParseSize(std::string_view text) {
   text = Trim(text);
   size_t i = 0;
   auto value = ReadNumber(text, i);
-  if (!value) return std::nullopt;
   std::string unit(Trim(text.substr(i)));
   for (char& c : unit) c = Lower(c);
-  // Every unit is binary: "512MB" means what a Docker user expects, 512 MiB.
-  double scale;
-  if (unit.empty() || unit == "b") {
-    scale = 1;
-  } else if (unit == "k" || unit == "kb" || unit == "kib") {
-    scale = 1024.0;
-  } else if (unit == "m" || unit == "mb" || unit == "mib") {
-    scale = 1024.0 * 1024;
-  } else if (unit == "g" || unit == "gb" || unit == "gib") {
-    scale = 1024.0 * 1024 * 1024;
-  } else if (unit == "t" || unit == "tb" || unit == "tib") {
-    scale = 1024.0 * 1024 * 1024 * 1024;
-  } else {
-    return std::nullopt;
-  }
-  double bytes = std::floor(*value * scale);
+  auto scale = ScaleOf(kSizeUnits, unit);
+  if (!value || !scale) return std::nullopt;
+  double bytes = std::floor(*value * *scale);
   if (!(bytes <= kMaxSizeBytes)) return std::nullopt;
   return static_cast<int64_t>(bytes);
 }
 
 std::string FormatDuration(Millis d) {
-  std::string out;
+  std::string out = d.count() < 0 ? "-" : "";
   uint64_t ms = static_cast<uint64_t>(d.count());
-  if (d.count() < 0) {
-    out = "-";
-    ms = ~ms + 1;  // the magnitude, without overflow for the minimum value
-  }
+  if (d.count() < 0) ms = ~ms + 1;  // the magnitude, even of the minimum
   if (ms == 0) return "0s";
   if (ms < 1000) return out + std::to_string(ms) + "ms";
-  auto part = [&](uint64_t unit, const char* suffix) {
-    if (ms >= unit) {
-      out += std::to_string(ms / unit) + suffix;
-      ms %= unit;
-    }
-  };
-  part(86400000, "d");
-  part(3600000, "h");
-  part(60000, "m");
+  for (auto [unit, suffix] : {std::pair<uint64_t, const char*>{86400000, "d"},
+                              {3600000, "h"},
+                              {60000, "m"}}) {
+    if (ms >= unit) out += std::to_string(ms / unit) + suffix;
+    ms %= unit;
+  }
   if (ms > 0) {
     out += std::to_string(ms / 1000);
-    if (uint64_t frac = ms % 1000; frac != 0) {
-      char buf[8];
-      snprintf(buf, sizeof buf, ".%03d", static_cast<int>(frac));
-      std::string f = buf;
-      while (f.back() == '0') f.pop_back();
-      out += f;
+    if (ms % 1000 != 0) {
+      char frac[8];
+      snprintf(frac, sizeof frac, ".%03d", static_cast<int>(ms % 1000));
+      out += std::string_view(frac).substr(
+          0, std::string_view(frac).find_last_not_of('0') + 1);
     }
     out += "s";
   }
@@ -1135,40 +1012,39 @@ ParseResult ParseJobText(
 ParseResult ParseJobFile(
     const std::string& path,
     const std::map<std::string, std::string>& input_overrides) {
-  auto fail = [&](std::string message) {
-    ParseResult r;
-    r.errors.push_back({path, {}, std::move(message)});
-    return r;
-  };
+  ParseResult failed;
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-  if (fd < 0) return fail("cannot open: " + std::string(strerror(errno)));
   struct stat st {};
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    close(fd);
-    return fail("not a regular file");
-  }
-  if (static_cast<uint64_t>(st.st_size) > kMaxFileBytes) {
-    close(fd);
-    return fail("job file is " + std::to_string(st.st_size) +
-                " bytes; the limit is " + std::to_string(kMaxFileBytes));
-  }
-  // Read one byte past the cap so an oversized file is reported as such.
   std::string text;
-  text.resize(kMaxFileBytes + 1);
-  size_t got = 0;
-  while (got < text.size()) {
-    ssize_t n = read(fd, text.data() + got, text.size() - got);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      int err = errno;
-      close(fd);
-      return fail("cannot read: " + std::string(strerror(err)));
+  if (fd < 0) {
+    failed.errors.push_back(
+        {path, {}, "cannot open: " + std::string(strerror(errno))});
+  } else if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    failed.errors.push_back({path, {}, "not a regular file"});
+  } else if (static_cast<uint64_t>(st.st_size) > kMaxFileBytes) {
+    failed.errors.push_back({path,
+                             {},
+                             "job file is " + std::to_string(st.st_size) +
+                                 " bytes; the limit is " +
+                                 std::to_string(kMaxFileBytes)});
+  } else {
+    // Read one byte past the cap: the file may have grown since fstat.
+    text.resize(kMaxFileBytes + 1);
+    size_t got = 0;
+    while (got < text.size()) {
+      ssize_t n = read(fd, text.data() + got, text.size() - got);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) {
+        failed.errors.push_back(
+            {path, {}, "cannot read: " + std::string(strerror(errno))});
+      }
+      if (n <= 0) break;
+      got += static_cast<size_t>(n);
     }
-    if (n == 0) break;
-    got += static_cast<size_t>(n);
+    text.resize(got);
   }
-  close(fd);
-  text.resize(got);
+  if (fd >= 0) close(fd);
+  if (!failed.errors.empty()) return failed;
   return ParseJobText(text, path, input_overrides);
 }
 

@@ -31,7 +31,11 @@ struct Plan::Worker {
   std::map<std::string, uint32_t> slots;
   std::map<std::string, uint32_t> used;
   std::set<std::string> runtimes;
-  std::map<AttemptRef, std::string> running;  // attempt -> queue
+  struct Held {
+    std::string queue;
+    TimeMs since = 0;  // when assigned (or adopted)
+  };
+  std::map<AttemptRef, Held> running;
   TimeMs last_seen = 0;
   std::string state = "ready";
   bool alive = true;
@@ -371,7 +375,7 @@ void Plan::ReleaseSlot(const std::string& worker, const AttemptRef& ref) {
   Worker& w = *it->second;
   auto r = w.running.find(ref);
   if (r == w.running.end()) return;
-  if (w.used[r->second] > 0) --w.used[r->second];
+  if (w.used[r->second.queue] > 0) --w.used[r->second.queue];
   w.running.erase(r);
 }
 
@@ -417,12 +421,20 @@ void Plan::OnHello(const Hello& hello, TimeMs now, Effects& fx) {
     TaskRecord* t = FindAttempt(ref, &job);
     if (t == nullptr || t->worker != hello.name) {
       welcome.abandon.push_back(ref);
+      // Until it has stopped it still takes a slot there.
+      Job* owner = FindJob(ref.job_id);
+      if (owner != nullptr && ref.task < owner->spec.tasks.size() &&
+          !w.running.count(ref)) {
+        const std::string& queue = owner->spec.tasks[ref.task].queue;
+        w.running[ref] = Worker::Held{queue, now};
+        ++w.used[queue];
+      }
       continue;
     }
     orphans_.erase(ref);
     if (!w.running.count(ref)) {
       const std::string& queue = job->spec.tasks[ref.task].queue;
-      w.running[ref] = queue;
+      w.running[ref] = Worker::Held{queue, now};
       ++w.used[queue];
     }
   }
@@ -446,6 +458,25 @@ void Plan::OnHeartbeat(const WorkerHeartbeat& hb, TimeMs now, Effects& fx) {
   w.last_seen = now;
   if (hb.state == "ready" || hb.state == "degraded" || hb.state == "draining") {
     w.state = hb.state;
+  }
+  // An attempt assigned here a while ago that the worker does not hold:
+  // the assignment was lost on the way (e.g. a reconnect). Heartbeats
+  // travel apart from assignments, so allow two intervals first.
+  std::set<AttemptRef> held(hb.attempts.begin(), hb.attempts.end());
+  const TimeMs cutoff = now - 2 * options_.heartbeat_interval.count();
+  std::vector<AttemptRef> lost;
+  for (const auto& [ref, h] : w.running) {
+    if (h.since < cutoff && !held.count(ref)) lost.push_back(ref);
+  }
+  for (const AttemptRef& ref : lost) {
+    ReleaseSlot(w.name, ref);
+    Job* job = nullptr;
+    TaskRecord* t = FindAttempt(ref, &job);
+    if (t == nullptr || t->worker != w.name) continue;
+    Note(*job, ref.task, "attempt " + std::to_string(ref.attempt) +
+                             " never reached worker " + w.name + "; requeued",
+         fx);
+    Requeue(*job, ref.task, "never reached worker " + w.name, now, fx);
   }
 }
 
@@ -476,7 +507,8 @@ void Plan::OnStarted(const std::string& worker, const Started& m, TimeMs now,
 void Plan::OnLog(const std::string& worker, const LogData& m, Effects& fx) {
   Job* job = nullptr;
   TaskRecord* t = FindAttempt(m.ref, &job);
-  if (t == nullptr || t->worker != worker || m.stream.size() != 1) return;
+  if (t == nullptr || t->worker != worker) return;
+  if (m.stream != "o" && m.stream != "e") return;  // 's' is ours alone
   size_t& used = job->log_bytes[m.ref.task];
   if (used >= options_.max_log_bytes_per_attempt) return;
   LogChunk c;
@@ -484,6 +516,8 @@ void Plan::OnLog(const std::string& worker, const LogData& m, Effects& fx) {
   c.attempt = m.ref.attempt;
   c.stream = m.stream[0];
   c.data = Redact(*job, m.data);
+  c.data.resize(std::min(c.data.size(),
+                         options_.max_log_bytes_per_attempt - used));
   used += c.data.size();
   if (used >= options_.max_log_bytes_per_attempt) {
     c.data += "\n[drover: log limit reached; further output dropped]\n";
@@ -578,6 +612,15 @@ void Plan::OnReject(const std::string& worker, const Reject& m, TimeMs now,
   if (t == nullptr || t->worker != worker) return;
   Requeue(*job, m.ref.task, "worker " + worker + " declined: " + m.reason,
           now, fx);
+  // Not straight back to the same worker: wait an interval, by which time
+  // its heartbeat has corrected what the scheduler believed of it.
+  TaskRecord& again = job->tasks[m.ref.task];
+  again.not_before = now + options_.heartbeat_interval.count();
+  auto& q = ready_[job->spec.tasks[m.ref.task].queue];
+  std::erase_if(q, [&](const TaskKey& k) {
+    return k.job_id == m.ref.job_id && k.index == m.ref.task;
+  });
+  delayed_.insert({again.not_before, TaskKey{m.ref.job_id, m.ref.task}});
 }
 
 void Plan::OnGoodbye(const std::string& worker, const Goodbye& m, TimeMs now,
@@ -729,7 +772,7 @@ bool Plan::TryAssign(Job& job, uint32_t index, TimeMs now, Effects& fx) {
   run->attempt = t.attempts;
   a.task = ToWire(*run);
   a.redact = Secrets(job.rec.id);
-  best->running[a.ref] = spec.queue;
+  best->running[a.ref] = Worker::Held{spec.queue, now};
   ++best->used[spec.queue];
   fx.messages.emplace_back(best->name, Encode(a));
   return true;

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <fstream>
 #include <random>
 
 #include "drover/job_spec.h"
@@ -108,10 +109,16 @@ Status Server::Start() {
                                  e.what());
     }
   }
+  if (!options_.watch_dir.empty()) {
+    watcher_ = std::make_unique<Watcher>(options_.watch_dir);
+    Status st = watcher_->Start();
+    if (!st.ok()) return st;
+  }
   LoadUnfinished();
   spdlog::info("droverd {} serving: api {}, tasks {}, heartbeat {}",
-               DROVER_VERSION, options_.api, options_.tasks,
-               options_.heartbeat);
+               DROVER_VERSION, api_.get(zmq::sockopt::last_endpoint),
+               tasks_.get(zmq::sockopt::last_endpoint),
+               heartbeat_.get(zmq::sockopt::last_endpoint));
   return Status::Ok();
 }
 
@@ -159,6 +166,7 @@ std::string Server::StatusLine() const {
 Status Server::Run() {
   if (on_ready_) on_ready_();
   batch_ = std::make_unique<Batch>(store_.get());
+  bool first_turn = true;
   while (!stop_.load()) {
     TimeMs now = clock_.Now();
     long timeout = 250;
@@ -171,8 +179,10 @@ Status Server::Run() {
         {api_.handle(), 0, ZMQ_POLLIN, 0},
         {tasks_.handle(), 0, ZMQ_POLLIN, 0},
         {heartbeat_.handle(), 0, ZMQ_POLLIN, 0},
+        {nullptr, watcher_ ? watcher_->fd() : -1, ZMQ_POLLIN, 0},
     };
-    if (zmq_poll(items, 3, timeout) < 0 && zmq_errno() != EINTR) {
+    if (zmq_poll(items, watcher_ ? 4 : 3, timeout) < 0 &&
+        zmq_errno() != EINTR) {
       return Status::Internal(std::string("poll: ") +
                               zmq_strerror(zmq_errno()));
     }
@@ -196,11 +206,20 @@ Status Server::Run() {
     } catch (const zmq::error_t& e) {
       spdlog::error("socket error: {}", e.what());
     }
+    if (watcher_ && !read_only_ &&
+        ((items[3].revents & ZMQ_POLLIN) || first_turn)) {
+      for (const WatchedFile& f : watcher_->Take()) HandleWatched(f, fx);
+    }
+    first_turn = false;
     now = clock_.Now();
     if (!read_only_) plan_.Tick(now, fx);
     const bool committed = Persist(fx);
     SendReplies(committed);
-    if (committed) SendToWorkers(fx);
+    if (committed) {
+      SendToWorkers(fx);
+      for (auto& action : after_commit_) action();
+    }
+    after_commit_.clear();
     if (now >= next_heartbeat_) {
       PublishHeartbeat();
       next_heartbeat_ = now + options_.heartbeat_interval.count();
@@ -268,9 +287,12 @@ void Server::SendReplies(bool committed) {
 void Server::SendToWorkers(Effects& fx) {
   for (auto& [worker, body] : fx.messages) {
     try {
-      tasks_.send(zmq::buffer(worker),
-                  zmq::send_flags::sndmore | zmq::send_flags::dontwait);
-      tasks_.send(zmq::buffer(body), zmq::send_flags::dontwait);
+      if (!tasks_.send(zmq::buffer(worker),
+                       zmq::send_flags::sndmore | zmq::send_flags::dontwait) ||
+          !tasks_.send(zmq::buffer(body), zmq::send_flags::dontwait)) {
+        // A full queue: the heartbeat reconciliation requeues what was lost.
+        spdlog::warn("message to worker {} dropped: its queue is full", worker);
+      }
     } catch (const zmq::error_t& e) {
       // The worker is gone or its queue is full; heartbeats will tell.
       spdlog::warn("message to worker {} dropped: {}", worker, e.what());
@@ -414,6 +436,12 @@ std::string Server::HandleRequest(const std::string& body, Effects& fx,
   if (type == CancelRequest::kType) {
     auto req = frame->As<CancelRequest>();
     if (!req.ok()) return bad(req.status());
+    if (read_only_) {
+      return ErrorFrame(id, Status::Unavailable(
+                                "the scheduler accepts no changes after a "
+                                "failed write: " +
+                                store_->health().ToString()));
+    }
     auto job = store_->GetJob(req->job_id);
     if (!job.ok()) return ErrorFrame(id, job.status());
     if (IsTerminal(job->state)) {
@@ -449,36 +477,97 @@ std::string Server::Submit(uint64_t id, const SubmitRequest& req,
                               std::to_string(kMaxJobFileBytes) + " bytes"));
   }
   const std::string file = req.file_name.empty() ? "job.toml" : req.file_name;
-  ParseResult parsed = ParseJobText(req.source, file, req.inputs);
-  if (!parsed.ok()) {
+  std::vector<Diagnostic> errors;
+  auto job_id = Accept(req.source, file, req.inputs, "", fx, &errors);
+  if (!job_id.ok()) {
     std::vector<std::string> lines;
-    for (const Diagnostic& d : parsed.errors) lines.push_back(d.ToString());
-    spdlog::info("submission of {} refused: {} errors", file, lines.size());
-    return ErrorFrame(id,
-                      Status::InvalidArgument(
-                          file + ": " + std::to_string(lines.size()) +
-                          " validation error(s); the job was not stored"),
-                      std::move(lines));
+    for (const Diagnostic& d : errors) lines.push_back(d.ToString());
+    return ErrorFrame(id, job_id.status(), std::move(lines));
+  }
+  SubmitReply reply;
+  reply.id = id;
+  reply.job_id = *job_id;
+  return Encode(reply);
+}
+
+Result<std::string> Server::Accept(
+    const std::string& source, const std::string& file,
+    const std::map<std::string, std::string>& inputs,
+    const std::string& marker, Effects& fx, std::vector<Diagnostic>* errors) {
+  ParseResult parsed = ParseJobText(source, file, inputs);
+  if (!parsed.ok()) {
+    spdlog::info("job file {} refused: {} error(s), first: {}", file,
+                 parsed.errors.size(), parsed.errors.front().ToString());
+    *errors = std::move(parsed.errors);
+    return Status::InvalidArgument(
+        file + ": " + std::to_string(errors->size()) +
+        " validation error(s); the job was not stored");
   }
   const TimeMs now = clock_.Now();
   JobSpec spec = std::move(*parsed.job);
   auto [job, tasks] =
-      MakeJobRecords(store_->NewJobId(), spec, req.source, file, now);
+      MakeJobRecords(store_->NewJobId(), spec, source, file, now);
   Status st = batch_->PutJob(job);
   for (const TaskRecord& t : tasks) {
     if (st.ok()) st = batch_->PutTask(t);
   }
   if (!st.ok()) {
     spdlog::error("job {}: cannot store: {}", job.id, st.ToString());
-    return ErrorFrame(id, st);
+    return st;
   }
-  spdlog::info("job {}: submitted '{}' with {} tasks", job.id, job.name,
-               tasks.size());
-  SubmitReply reply;
-  reply.id = id;
-  reply.job_id = job.id;
+  if (!marker.empty()) batch_->PutMarker(marker, job.id);
+  spdlog::info("job {}: submitted '{}' from {} with {} tasks", job.id,
+               job.name, file, tasks.size());
+  std::string job_id = job.id;
   plan_.AddJob(std::move(job), std::move(spec), std::move(tasks), now, fx);
-  return Encode(reply);
+  return job_id;
+}
+
+void Server::HandleWatched(const WatchedFile& f, Effects& fx) {
+  const std::string marker = WatchMarker(f);
+  auto stored = store_->GetMarker(marker);
+  if (stored.ok() && stored->has_value()) {
+    // Stored before a crash, not yet moved: finish the move only.
+    after_commit_.push_back([this, f, marker, id = **stored] {
+      FinishWatched(f, marker, id);
+    });
+    return;
+  }
+  std::ifstream in(f.path, std::ios::binary);
+  std::string source;
+  if (in) {
+    source.resize(kMaxJobFileBytes + 1);
+    in.read(source.data(), static_cast<std::streamsize>(source.size()));
+    source.resize(static_cast<size_t>(in.gcount()));
+  }
+  std::vector<Diagnostic> errors;
+  if (!in && !in.eof()) {
+    errors.push_back(Diagnostic{f.name, {}, "cannot read the file"});
+  } else if (source.size() > kMaxJobFileBytes) {
+    errors.push_back(Diagnostic{f.name, {}, "the file exceeds " +
+                                                std::to_string(kMaxJobFileBytes) +
+                                                " bytes"});
+  } else {
+    auto id = Accept(source, f.name, {}, marker, fx, &errors);
+    if (id.ok()) {
+      after_commit_.push_back(
+          [this, f, marker, id = *id] { FinishWatched(f, marker, id); });
+      return;
+    }
+  }
+  Status st = watcher_->MarkFailed(f, errors);
+  if (!st.ok()) spdlog::error("watched file {}: {}", f.name, st.ToString());
+}
+
+void Server::FinishWatched(const WatchedFile& f, const std::string& marker,
+                           const std::string& job_id) {
+  Status st = watcher_->MarkProcessed(f, job_id);
+  if (!st.ok()) {
+    spdlog::error("job {}: watched file {}: {}", job_id, f.name, st.ToString());
+    return;
+  }
+  // The file is gone from the directory; its marker has done its work.
+  batch_->DeleteMarker(marker);
 }
 
 Result<JobView> Server::View(const std::string& job_id,

@@ -21,6 +21,7 @@
 #include "drover/clock.h"
 #include "drover/store.h"
 #include "plan.h"
+#include "watcher.h"
 
 namespace drover {
 
@@ -68,6 +69,17 @@ class Server {
   std::string HandleRequest(const std::string& body, Effects& fx,
                             bool* acknowledges, uint64_t* request_id);
   std::string Submit(uint64_t id, const SubmitRequest& req, Effects& fx);
+  // Validates a job file and adds the new job to this turn's batch (with
+  // `marker`, when not empty). The job id, or InvalidArgument with the
+  // validation errors in *errors.
+  Result<std::string> Accept(const std::string& source,
+                             const std::string& file,
+                             const std::map<std::string, std::string>& inputs,
+                             const std::string& marker, Effects& fx,
+                             std::vector<Diagnostic>* errors);
+  void HandleWatched(const WatchedFile& f, Effects& fx);
+  void FinishWatched(const WatchedFile& f, const std::string& marker,
+                     const std::string& job_id);
   Result<JobView> View(const std::string& job_id, bool with_tasks) const;
   // Persists batch_ and fx in one commit; false if it failed.
   bool Persist(Effects& fx);
@@ -86,6 +98,9 @@ class Server {
   zmq::socket_t tasks_;
   zmq::socket_t heartbeat_;
   std::vector<Reply> replies_;
+  std::unique_ptr<Watcher> watcher_;
+  // Done once this turn's batch is durable (moving watched files).
+  std::vector<std::function<void()>> after_commit_;
   std::unique_ptr<Batch> batch_;  // new jobs of this loop turn
   std::atomic<bool> stop_{false};
   std::function<void()> on_ready_;

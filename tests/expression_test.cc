@@ -85,6 +85,13 @@ TEST_CASE("Expression.CheckExpressionReportsLuaErrorsWithoutChunkName") {
   std::string longexpr(200, 'a');
   longexpr += " +";
   CHECK(CheckExpression(longexpr).message().size() < 150);
+  // Shortened on a character boundary, and on one line.
+  std::string accents;
+  for (int i = 0; i < 40; ++i) accents += "\xc3\xa9";  // é
+  std::string m = CheckExpression("'" + accents + "' +").message();
+  CHECK(m.find("\xc3\xa9...'") != std::string::npos);
+  CHECK(CheckExpression("1 +\n\n").message() ==
+        "expression '1 +\\n\\n': unexpected symbol near <eof>");
   // Checking runs nothing: an endless loop compiles quickly.
   CHECK(CheckExpression("(function() while true do end end)()").ok());
 }

@@ -333,6 +333,20 @@ TEST_CASE("JobSpec.DiagnosticFormat") {
         "x.toml:1:8: error: 'name' must be a string, not an integer");
 }
 
+TEST_CASE("JobSpec.MessagesStayOnOneLine") {
+  auto e = Errors(
+      "name = \"j\"\n\"odd\\nkey\" = 1\n[[tasks]]\nname = \"a\\tb\"\n"
+      "run = \"\"\"{{ inputs.x +\n 1 + }}\"\"\"\n");
+  REQUIRE(e.size() == 3);
+  CHECK(e[0] == "unknown key 'odd\\nkey'");
+  CHECK(e[1] ==
+        "task name \"a\\x09b\" must be non-empty and hold only letters, "
+        "digits, '_', '.' and '-'");
+  CHECK(e[2] ==
+        "'run' in task #1: expression 'inputs.x +\\n 1 +': unexpected symbol "
+        "near <eof>");
+}
+
 TEST_CASE("JobSpec.TomlSyntaxErrorIsOneDiagnostic") {
   ParseResult r = ParseJobText("name = \"x\"\n[[tasks]\n", "s.toml");
   REQUIRE(r.errors.size() == 1);

@@ -46,11 +46,13 @@ class Fixture {
     Absorb(fx);
   }
 
-  void Heartbeat(const std::string& name, const std::string& instance = "") {
+  void Heartbeat(const std::string& name, std::vector<AttemptRef> held = {},
+                 const std::string& instance = "") {
     WorkerHeartbeat hb;
     hb.name = name;
     hb.instance = instance.empty() ? name + "-life1" : instance;
     hb.state = "ready";
+    hb.attempts = std::move(held);
     Effects fx;
     plan_.OnHeartbeat(hb, clock_.Now(), fx);
     Absorb(fx);
@@ -406,14 +408,16 @@ TEST_CASE("Plan.RecoveredAttemptsAreAdoptedOrRequeuedAfterGrace") {
   REQUIRE(a.size() == 1);  // the pending one; task 0 is adopted
   CHECK(a[0].second.ref.task == 2);
   // The grace is interval × (liveness + 1) = 4 s.
+  const std::vector<AttemptRef> held = {AttemptRef{"j", 0, 1},
+                                        a[0].second.ref};
   for (int i = 0; i < 4; ++i) {
     f.clock_.Advance(999ms);
-    f.Heartbeat("alive");
+    f.Heartbeat("alive", held);
     f.Tick();
   }
   CHECK(f.TakeAssigns().empty());
   f.clock_.Advance(10ms);
-  f.Heartbeat("alive");
+  f.Heartbeat("alive", held);
   f.Tick();
   a = f.TakeAssigns();
   REQUIRE(a.size() == 1);
@@ -423,6 +427,58 @@ TEST_CASE("Plan.RecoveredAttemptsAreAdoptedOrRequeuedAfterGrace") {
   f.Result("alive", AttemptRef{"j", 0, 1}, 0, "adopted");
   CHECK(f.Task("j", 0).state == TaskState::kCompleted);
   CHECK(f.Task("j", 0).attempts == 1);
+}
+
+TEST_CASE("Plan.AssignmentLostOnTheWayIsRequeued") {
+  Fixture f;
+  std::string job = f.AddJob("name = \"x\"\n[[tasks]]\nname = \"t\"\nrun = \"true\"\n");
+  f.Hello("w", {{"default", 1}});
+  f.Tick();
+  auto a = f.TakeAssigns();
+  REQUIRE(a.size() == 1);
+  // Heartbeats that do not list it: within two intervals nothing happens
+  // (it may still be on its way) ...
+  f.clock_.Advance(1000ms);
+  f.Heartbeat("w");
+  f.Tick();
+  CHECK(f.TakeAssigns().empty());
+  CHECK(f.Task(job, 0).state == TaskState::kScheduled);
+  // ... after that it is sent again, as a new attempt.
+  f.clock_.Advance(1001ms);
+  f.Heartbeat("w");
+  f.Tick();
+  auto again = f.TakeAssigns();
+  REQUIRE(again.size() == 1);
+  CHECK(again[0].second.ref.attempt == 2);
+  // A heartbeat that lists its attempt keeps it.
+  f.clock_.Advance(2500ms);
+  f.Heartbeat("w", {again[0].second.ref});
+  f.Tick();
+  CHECK(f.TakeAssigns().empty());
+  CHECK(f.Task(job, 0).attempts == 2);
+}
+
+TEST_CASE("Plan.RejectedTaskWaitsAnIntervalBeforeItIsSentAgain") {
+  Fixture f;
+  std::string job = f.AddJob("name = \"x\"\n[[tasks]]\nname = \"t\"\nrun = \"true\"\n");
+  f.Hello("w", {{"default", 1}});
+  f.Tick();
+  auto a = f.TakeAssigns();
+  REQUIRE(a.size() == 1);
+  Reject r;
+  r.ref = a[0].second.ref;
+  r.reason = "no free slot";
+  Effects fx;
+  f.plan_.OnReject("w", r, f.clock_.Now(), fx);
+  f.Tick();
+  CHECK(f.TakeAssigns().empty());
+  f.clock_.Advance(1000ms);
+  f.Heartbeat("w");
+  f.Tick();
+  a = f.TakeAssigns();
+  REQUIRE(a.size() == 1);
+  CHECK(a[0].second.ref.attempt == 2);
+  (void)job;
 }
 
 TEST_CASE("Plan.HelloClaimingAnUnknownAttemptIsToldToAbandonIt") {

@@ -196,7 +196,11 @@ StepResult DockerRuntime::Attempt::RunStep(const TaskRun& step,
     return r;
   }
   const std::string& image = step.image.empty() ? task_.image : step.image;
-  if (image.empty()) return Failed(Status::InvalidArgument("no image"), "task");
+  if (image.empty()) {
+    StepResult r;
+    r.error = "no image: the Docker runtime needs `image`";
+    return r;
+  }
   if (Status s = EnsureImage(image); !s.ok()) {
     if (s.code() == Code::kTimeout && stop_.stop_requested()) {
       StepResult r;
@@ -245,9 +249,10 @@ StepResult DockerRuntime::Attempt::RunStep(const TaskRun& step,
   // starts, so `echo x > "$DROVER_OUTPUT"` works under any `user`.
   Status put = client_.PutArchive(
       *id, "/", MakeTarWithFile("drover", 01777, "output", 0666, ""));
-  if (!put.ok())
-    return Failed(put,
-                  "creating " + std::string(kContainerOutputPath) + " failed");
+  if (!put.ok()) {
+    return Failed(put, "creating " + std::string(kContainerOutputPath) +
+                           " in the container failed");
+  }
 
   Note("running " + what + " in container " + config.name + " (image " + image +
        ")");
@@ -326,20 +331,25 @@ StepResult DockerRuntime::Attempt::RunContainer(const TaskRun& step,
     Note(std::string(w.cancelled ? "cancelled" : "timed out") +
          ": stopping the " + std::string(what) + " (SIGTERM, SIGKILL after " +
          FormatDuration(options_.stop_grace) + ")");
-    Status kill = client_.ContainerKill(id, "SIGTERM");
+    if (Status s = client_.ContainerKill(id, "SIGTERM"); !s.ok()) {
+      Note("SIGTERM failed: " + s.message());
+    }
     lock.lock();
     if (w.cv.wait_for(lock, options_.stop_grace, [&] { return w.finished; })) {
       return;
     }
     lock.unlock();
-    kill = client_.ContainerKill(id, "SIGKILL");
+    if (Status s = client_.ContainerKill(id, "SIGKILL"); !s.ok()) {
+      Note("SIGKILL failed: " + s.message());
+    }
     lock.lock();
     if (!w.cv.wait_for(lock, kKillWait, [&] { return w.finished; })) {
       abort_wait = true;
     }
   });
 
-  // Wakes the watchdog on stop; declared after `w` so it is gone first.
+  // Wakes the watchdog on stop; declared after `w`, so it is unregistered
+  // before `w` goes away.
   std::stop_callback on_stop(stop_, [&] {
     std::lock_guard lock(w.mu);
     w.stop = true;

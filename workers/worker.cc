@@ -172,6 +172,8 @@ void Worker::SendHeartbeat() {
   hb.instance = instance_;
   hb.state = State();
   hb.running = static_cast<uint32_t>(running_.size());
+  for (const auto& [ref, a] : running_) hb.attempts.push_back(ref);
+  for (const auto& [ref, f] : unacked_) hb.attempts.push_back(ref);
   hb.at_ms = clock_.Now();
   try {
     heartbeat_.send(zmq::buffer(Encode(hb)), zmq::send_flags::dontwait);
@@ -229,10 +231,10 @@ void Worker::OnAssign(const Assign& a) {
   if (q == options_.queues.end()) {
     return reject("queue '" + a.queue + "' is not served here");
   }
+  if (running_.count(a.ref) || unacked_.count(a.ref)) return;  // a duplicate
   uint32_t used = 0;
   for (const auto& [ref, att] : running_) used += att->queue == a.queue;
   if (used >= q->second) return reject("no free slot on queue " + a.queue);
-  if (running_.count(a.ref)) return;  // a duplicate assignment
 
   auto attempt = std::make_unique<Attempt>();
   attempt->ref = a.ref;
@@ -290,6 +292,13 @@ void Worker::OnSchedulerMessage(const std::string& body) {
     auto m = frame->As<Welcome>();
     if (!m.ok()) return;
     welcomed_ = true;
+    // The scheduler judges liveness by its own interval: never beat slower.
+    if (m->heartbeat_interval_ms > 0 &&
+        std::chrono::milliseconds(m->heartbeat_interval_ms) <
+            options_.heartbeat_interval) {
+      options_.heartbeat_interval =
+          std::chrono::milliseconds(m->heartbeat_interval_ms);
+    }
     if (m->scheduler != scheduler_) {
       spdlog::info("connected to scheduler {}", m->scheduler);
     }

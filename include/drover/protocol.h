@@ -92,7 +92,7 @@ struct StatusRequest {
   uint32_t v = kProtocolVersion;
   std::string type{kType};
   uint64_t id = 0;
-  std::string job_id;  // a full id or a unique prefix
+  std::string job_id;
   MSGPACK_DEFINE_MAP(v, type, id, job_id);
 };
 
@@ -166,7 +166,7 @@ struct CancelRequest {
 
 struct WorkerView {
   std::string name;
-  std::string state;  // "ready", "degraded", "draining", "dead"
+  std::string state;  // "ready", "degraded", "draining", "dead", "gone"
   std::map<std::string, uint32_t> queues;
   std::vector<std::string> runtimes;
   uint32_t running = 0;
@@ -375,7 +375,12 @@ struct WorkerHeartbeat {
   std::string state;  // "ready", "degraded", "draining"
   uint32_t running = 0;
   int64_t at_ms = 0;
-  MSGPACK_DEFINE_MAP(v, type, name, instance, state, running, at_ms);
+  // Attempts this worker holds: running, or finished with the result not
+  // yet acknowledged. The scheduler requeues an attempt it assigned here
+  // that is missing from this list (the assignment was lost on the way).
+  std::vector<AttemptRef> attempts;
+  MSGPACK_DEFINE_MAP(v, type, name, instance, state, running, at_ms,
+                     attempts);
 };
 
 struct SchedulerHeartbeat {
