@@ -159,7 +159,8 @@ Cluster::~Cluster() {
   fs::remove_all(dir_, ec);
 }
 
-Process& Cluster::StartScheduler(std::vector<std::string> extra) {
+Process& Cluster::StartScheduler(std::vector<std::string> extra,
+                                 bool wait_ready) {
   std::vector<std::string> argv = {
       BuildPath("droverd"),       "--data-dir",  dir_ + "/data",
       "--api",                    api_,          "--tasks",
@@ -169,6 +170,7 @@ Process& Cluster::StartScheduler(std::vector<std::string> extra) {
   argv.insert(argv.end(), extra.begin(), extra.end());
   scheduler_ = std::make_unique<Process>(argv, dir_ + "/droverd.log");
   ++scheduler_starts_;
+  if (!wait_ready) return *scheduler_;
   // Serving once a request is answered.
   REQUIRE(Eventually([&] { return client_->Call<WorkersReply>(WorkersRequest{}).ok(); },
                      10s));

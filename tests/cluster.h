@@ -61,7 +61,9 @@ class Cluster {
                    int liveness = 3);
   ~Cluster();
 
-  Process& StartScheduler(std::vector<std::string> extra = {});
+  // Waits until it answers requests unless `wait_ready` is false.
+  Process& StartScheduler(std::vector<std::string> extra = {},
+                          bool wait_ready = true);
   Process& StartWorker(const std::string& name,
                        std::vector<std::string> extra = {});
   Process& scheduler() { return *scheduler_; }
