@@ -5,12 +5,12 @@
 
 #include "drover/clock.h"
 #include "drover/expression.h"
+#include "drover/text.h"
 
 namespace drover {
 
 namespace {
 constexpr std::string_view kRequeuedPrefix = "requeued: ";
-constexpr std::string_view kRedacted = "[redacted]";
 }  // namespace
 
 struct Plan::Job {
@@ -23,6 +23,10 @@ struct Plan::Job {
   std::vector<size_t> log_bytes;     // of the current attempt
   std::map<std::string, std::string> vars;  // tasks.VAR
   bool failing = false;  // a task failed: start nothing new
+  // Ended: out of jobs_, but kept alive in Plan::ended_ until the next
+  // Tick, because the call chain that ended it (a skip or a failure deep
+  // in OnTaskDone or Admit) still holds references to it.
+  bool ended = false;
 };
 
 struct Plan::Worker {
@@ -93,14 +97,9 @@ std::vector<std::string> Plan::Secrets(const std::string& job_id) const {
 }
 
 std::string Plan::Redact(const Job& job, std::string text) const {
-  for (const auto& [k, secret] : job.spec.secrets) {
-    if (secret.empty()) continue;
-    for (size_t pos = text.find(secret); pos != std::string::npos;
-         pos = text.find(secret, pos + kRedacted.size())) {
-      text.replace(pos, secret.size(), kRedacted);
-    }
-  }
-  return text;
+  std::vector<std::string> secrets;
+  for (const auto& [name, value] : job.spec.secrets) secrets.push_back(value);
+  return RedactSecrets(std::move(text), secrets);
 }
 
 TaskRecord* Plan::FindAttempt(const AttemptRef& ref, Job** job_out) {
@@ -150,7 +149,7 @@ void Plan::Admit(std::unique_ptr<Job> job, TimeMs now, Effects& fx) {
   jobs_[j.rec.id] = std::move(job);
   for (uint32_t i = 0; i < n; ++i) {
     TaskRecord& t = j.tasks[i];
-    if (j.failing) break;
+    if (j.failing || j.ended) break;
     if (t.state == TaskState::kCreated && j.waiting[i] == 0) {
       MakeReady(j, i, now, fx);
     } else if (t.state == TaskState::kPending) {
@@ -217,9 +216,11 @@ ExpressionContext ContextFor(const JobRecord& rec, const JobSpec& spec,
   return ctx;
 }
 
-// Evaluates every template of a task into a TaskRun.
+// Evaluates every template of a task into a TaskRun. Pre and post tasks
+// whose `if` is false are left out of it; their names go to `skipped`.
 Result<TaskRun> Resolve(const TaskSpec& spec, const ExpressionContext& plain,
-                        const ExpressionContext& with_secrets) {
+                        const ExpressionContext& with_secrets,
+                        std::vector<std::string>* skipped) {
   TaskRun run;
   run.task_name = spec.name;
   auto render = [&](const std::string& what, const std::string& text,
@@ -255,18 +256,33 @@ Result<TaskRun> Resolve(const TaskSpec& spec, const ExpressionContext& plain,
   run.timeout = spec.timeout.value_or(Millis(0));
   run.cpus = spec.limits.cpus;
   run.memory_bytes = spec.limits.memory_bytes;
-  for (const auto& p : spec.pre) {
-    auto r = Resolve(p, plain, with_secrets);
-    if (!r.ok()) return Status::InvalidArgument("pre task '" + p.name +
-                                                "' " + r.status().message());
-    run.pre.push_back(std::move(*r));
-  }
-  for (const auto& p : spec.post) {
-    auto r = Resolve(p, plain, with_secrets);
-    if (!r.ok()) return Status::InvalidArgument("post task '" + p.name +
-                                                "' " + r.status().message());
-    run.post.push_back(std::move(*r));
-  }
+  // A pre or post task takes `if` like any task; the runtimes know nothing
+  // of conditions, so a false one is decided here, at dispatch.
+  auto hooks = [&](const std::vector<TaskSpec>& specs, const char* role,
+                   std::vector<TaskRun>& out) -> Status {
+    for (const auto& p : specs) {
+      const std::string what = std::string(role) + " task '" + p.name + "'";
+      if (!p.if_expr.empty()) {
+        auto cond = EvaluateCondition(p.if_expr, plain);
+        if (!cond.ok()) {
+          return Status::InvalidArgument(what + " in if: " +
+                                         cond.status().message());
+        }
+        if (!*cond) {
+          skipped->push_back(what);
+          continue;
+        }
+      }
+      auto r = Resolve(p, plain, with_secrets, skipped);
+      if (!r.ok()) {
+        return Status::InvalidArgument(what + " " + r.status().message());
+      }
+      out.push_back(std::move(*r));
+    }
+    return Status::Ok();
+  };
+  if (Status s = hooks(spec.pre, "pre", run.pre); !s.ok()) return s;
+  if (Status s = hooks(spec.post, "post", run.post); !s.ok()) return s;
   return run;
 }
 
@@ -301,7 +317,7 @@ void Plan::OnTaskDone(Job& job, uint32_t index, TimeMs now, Effects& fx) {
       if (job.waiting[d] > 0 && --job.waiting[d] == 0 &&
           job.tasks[d].state == TaskState::kCreated) {
         MakeReady(job, d, now, fx);
-        if (job.failing) break;
+        if (job.failing || job.ended) break;
       }
     }
   }
@@ -309,6 +325,7 @@ void Plan::OnTaskDone(Job& job, uint32_t index, TimeMs now, Effects& fx) {
 }
 
 void Plan::FinishIfDone(Job& job, TimeMs now, Effects& fx) {
+  if (job.ended) return;
   for (const TaskRecord& t : job.tasks) {
     if (!IsTerminal(t.state)) {
       // A failing job waits only for attempts already out on workers.
@@ -335,7 +352,10 @@ void Plan::FinishIfDone(Job& job, TimeMs now, Effects& fx) {
   job.rec.state = job.failing ? JobState::kFailed : JobState::kCompleted;
   job.rec.finished_at = now;
   fx.jobs.push_back(job.rec);
-  jobs_.erase(job.rec.id);  // `job` is gone after this line
+  job.ended = true;
+  auto it = jobs_.find(job.rec.id);
+  ended_.push_back(std::move(it->second));
+  jobs_.erase(it);
 }
 
 void Plan::FailTask(Job& job, uint32_t index, const std::string& error,
@@ -582,6 +602,13 @@ void Plan::OnResult(const std::string& worker, const TaskResult& m,
   error = Redact(*job, error);
   if (h != nullptr) h->error = error;
   t->error = error;
+  if (m.infrastructure && spec.runtime == RuntimeKind::kDocker &&
+      wit != workers_.end() && wit->second->alive) {
+    // Its Docker daemon failed it: until the worker's next heartbeat says
+    // otherwise, send it no Docker tasks, which would fail the same way at
+    // once and come straight back, in a loop.
+    wit->second->state = "degraded";
+  }
   if (m.infrastructure && !job->failing) {
     Note(*job, index, "attempt " + std::to_string(m.ref.attempt) +
                           " could not run on " + worker + ": " + error +
@@ -685,6 +712,7 @@ Status Plan::Cancel(const std::string& job_id, TimeMs now, Effects& fx) {
 }
 
 void Plan::Tick(TimeMs now, Effects& fx) {
+  ended_.clear();  // no call chain holds them any more
   const int64_t window =
       options_.heartbeat_interval.count() * options_.heartbeat_liveness;
   for (auto& [name, w] : workers_) {
@@ -745,8 +773,9 @@ bool Plan::TryAssign(Job& job, uint32_t index, TimeMs now, Effects& fx) {
   }
   if (best == nullptr) return false;
 
+  std::vector<std::string> skipped;
   auto run = Resolve(spec, ContextFor(job.rec, job.spec, job.vars, false),
-                     ContextFor(job.rec, job.spec, job.vars, true));
+                     ContextFor(job.rec, job.spec, job.vars, true), &skipped);
   if (!run.ok()) {
     FailTask(job, index, "expression error " + run.status().message(), now,
              fx);
@@ -763,6 +792,9 @@ bool Plan::TryAssign(Job& job, uint32_t index, TimeMs now, Effects& fx) {
   t.history.push_back(h);
   fx.tasks.push_back(t);
   job.log_bytes[index] = 0;
+  for (const std::string& what : skipped) {
+    Note(job, index, what + " skipped: its condition is false", fx);
+  }
 
   Assign a;
   a.ref = AttemptRef{job.rec.id, index, t.attempts};

@@ -140,6 +140,7 @@ class Plan {
   PlanOptions options_;
   std::mt19937_64 rng_;
   std::map<std::string, std::unique_ptr<Job>> jobs_;
+  std::vector<std::unique_ptr<Job>> ended_;  // see Job::ended
   std::map<std::string, std::unique_ptr<Worker>> workers_;
   std::map<std::string, std::deque<TaskKey>> ready_;  // by queue
   std::set<std::pair<TimeMs, TaskKey>> delayed_;     // retry backoff

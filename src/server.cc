@@ -7,6 +7,7 @@
 
 #include "drover/job_spec.h"
 #include "drover/protocol.h"
+#include "drover/text.h"
 
 namespace drover {
 namespace {
@@ -14,15 +15,6 @@ namespace {
 // How many messages one loop turn takes from a socket before persisting
 // and answering: bounds the latency a burst can add to the others.
 constexpr int kMaxMessagesPerTurn = 512;
-
-std::string RandomHex(size_t n) {
-  std::random_device rd;
-  std::mt19937_64 rng(rd());
-  static const char* kHex = "0123456789abcdef";
-  std::string s;
-  for (size_t i = 0; i < n; ++i) s += kHex[rng() % 16];
-  return s;
-}
 
 std::string ErrorFrame(uint64_t id, const Status& st,
                        std::vector<std::string> details = {}) {
@@ -156,6 +148,12 @@ void Server::LoadUnfinished() {
   batch_ = std::make_unique<Batch>(store_.get());
   Persist(fx);
   if (resumed > 0) spdlog::info("resumed {} unfinished jobs", resumed);
+}
+
+Status Server::ReadOnlyError() const {
+  return Status::Unavailable(
+      "the scheduler accepts no changes after a failed write: " +
+      store_->health().ToString());
 }
 
 std::string Server::StatusLine() const {
@@ -350,12 +348,7 @@ std::string Server::HandleRequest(const std::string& body, Effects& fx,
   if (type == SubmitRequest::kType) {
     auto req = frame->As<SubmitRequest>();
     if (!req.ok()) return bad(req.status());
-    if (read_only_) {
-      return ErrorFrame(id, Status::Unavailable(
-                                "the scheduler accepts no changes after a "
-                                "failed write: " +
-                                store_->health().ToString()));
-    }
+    if (read_only_) return ErrorFrame(id, ReadOnlyError());
     *acknowledges = true;
     return Submit(id, *req, fx);
   }
@@ -436,12 +429,7 @@ std::string Server::HandleRequest(const std::string& body, Effects& fx,
   if (type == CancelRequest::kType) {
     auto req = frame->As<CancelRequest>();
     if (!req.ok()) return bad(req.status());
-    if (read_only_) {
-      return ErrorFrame(id, Status::Unavailable(
-                                "the scheduler accepts no changes after a "
-                                "failed write: " +
-                                store_->health().ToString()));
-    }
+    if (read_only_) return ErrorFrame(id, ReadOnlyError());
     auto job = store_->GetJob(req->job_id);
     if (!job.ok()) return ErrorFrame(id, job.status());
     if (IsTerminal(job->state)) {

@@ -54,6 +54,12 @@ class Server {
   std::string StatusLine() const;
 
  private:
+  // The refusal of any change once a write has failed.
+  Status ReadOnlyError() const;
+
+ public:
+
+ private:
   struct Reply {
     std::vector<std::string> envelope;  // routing frames to send first
     std::string body;

@@ -107,29 +107,32 @@ std::vector<WatchedFile> Watcher::Take() {
   return out;
 }
 
-Status Watcher::MarkProcessed(const WatchedFile& f, const std::string& job_id) {
-  const fs::path dest = fs::path(dir_) / "processed" / f.name;
-  Status st = WriteAtomically(dest.string() + ".job", job_id + "\n");
+Status Watcher::MoveWithNote(const WatchedFile& f, const char* subdir,
+                             const std::string& suffix,
+                             const std::string& note) {
+  const fs::path dest = fs::path(dir_) / subdir / f.name;
+  // The note first: once the file is gone from the directory, whoever
+  // looks finds its outcome beside it.
+  Status st = WriteAtomically(dest.string() + suffix, note);
   if (!st.ok()) return st;
   std::error_code ec;
   fs::rename(f.path, dest, ec);
-  if (ec) return Status::IOError("cannot move " + f.path + " to " +
-                                 dest.string() + ": " + ec.message());
+  if (ec) {
+    return Status::IOError("cannot move " + f.path + " to " + dest.string() +
+                           ": " + ec.message());
+  }
   return Status::Ok();
+}
+
+Status Watcher::MarkProcessed(const WatchedFile& f, const std::string& job_id) {
+  return MoveWithNote(f, "processed", ".job", job_id + "\n");
 }
 
 Status Watcher::MarkFailed(const WatchedFile& f,
                            const std::vector<Diagnostic>& errors) {
-  const fs::path dest = fs::path(dir_) / "failed" / f.name;
   std::string text;
   for (const Diagnostic& d : errors) text += d.ToString() + "\n";
-  Status st = WriteAtomically(dest.string() + ".error", text);
-  if (!st.ok()) return st;
-  std::error_code ec;
-  fs::rename(f.path, dest, ec);
-  if (ec) return Status::IOError("cannot move " + f.path + " to " +
-                                 dest.string() + ": " + ec.message());
-  return Status::Ok();
+  return MoveWithNote(f, "failed", ".error", text);
 }
 
 }  // namespace drover

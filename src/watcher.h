@@ -56,6 +56,10 @@ class Watcher {
                     const std::vector<Diagnostic>& errors);
 
  private:
+  // Writes dir/subdir/NAME<suffix>, then moves the file beside it.
+  Status MoveWithNote(const WatchedFile& f, const char* subdir,
+                      const std::string& suffix, const std::string& note);
+
   std::string dir_;
   int fd_ = -1;
   bool scanned_ = false;

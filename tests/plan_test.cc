@@ -528,5 +528,145 @@ TEST_CASE("Plan.RestartedWorkerLosesItsEarlierAttempts") {
   CHECK(a[0].second.ref.attempt == 2);
 }
 
+// Regression: a skip that ended the job from inside OnTaskDone (or Admit)
+// freed the job while the caller still used it, and it ended twice.
+TEST_CASE("Plan.JobEndedBySkippingItsLastTaskEndsOnce") {
+  Fixture f;
+  std::string lone = f.AddJob(R"(
+name = "lone"
+[[tasks]]
+name = "t"
+if = "false"
+run = "true"
+)");
+  CHECK(f.Task(lone, 0).state == TaskState::kSkipped);
+  CHECK(f.Job(lone).state == JobState::kCompleted);
+  CHECK_FALSE(f.plan_.HasJob(lone));
+
+  std::string tail = f.AddJob(R"(
+name = "tail"
+[[tasks]]
+name = "a"
+run = "true"
+[[tasks]]
+name = "b"
+if = "{{ 1 > 2 }}"
+run = "true"
+[[tasks]]
+name = "c"
+if = "false"
+run = "true"
+)");
+  f.Hello("w", {{"default", 1}});
+  f.Tick();
+  auto a = f.TakeAssigns();
+  REQUIRE(a.size() == 1);
+  TaskResult r;
+  r.ref = a[0].second.ref;
+  r.exit_code = 0;
+  Effects fx;
+  f.plan_.OnResult("w", r, f.clock_.Now(), fx);
+  int ended = 0;
+  for (const JobRecord& j : fx.jobs) ended += j.state == JobState::kCompleted;
+  CHECK(ended == 1);
+  CHECK_FALSE(f.plan_.HasJob(tail));
+  f.Tick();  // the ended job is released here
+  CHECK(f.TakeAssigns().empty());
+}
+
+// Regression: the same, when a failing `if` ends the job.
+TEST_CASE("Plan.JobEndedByAFailingConditionEndsOnce") {
+  Fixture f;
+  std::string job = f.AddJob(R"(
+name = "bad if"
+[[tasks]]
+name = "t"
+if = "{{ inputs.nothing.field }}"
+run = "true"
+)");
+  CHECK(f.Task(job, 0).state == TaskState::kFailed);
+  CHECK(f.Job(job).state == JobState::kFailed);
+  CHECK(f.Job(job).error.find("in if: expression 'inputs.nothing.field'") !=
+        std::string::npos);
+}
+
+TEST_CASE("Plan.PreAndPostTasksWithAFalseConditionAreLeftOut") {
+  Fixture f;
+  std::string job = f.AddJob(R"(
+name = "hooks"
+[inputs]
+mode = "fast"
+[[tasks]]
+name = "t"
+run = "true"
+[[tasks.pre]]
+name = "skip-me"
+if = "{{ inputs.mode == 'slow' }}"
+run = "echo no"
+[[tasks.pre]]
+name = "keep-me"
+if = "{{ inputs.mode == 'fast' }}"
+run = "echo {{ inputs.mode }}"
+[[tasks.post]]
+name = "post"
+if = "false"
+run = "echo no"
+)");
+  f.Hello("w", {{"default", 1}});
+  f.Tick();
+  auto a = f.TakeAssigns();
+  REQUIRE(a.size() == 1);
+  REQUIRE(a[0].second.task.pre.size() == 1);
+  CHECK(a[0].second.task.pre[0].task_name == "keep-me");
+  CHECK(a[0].second.task.pre[0].run == "echo fast");
+  CHECK(a[0].second.task.post.empty());
+  CHECK(f.Task(job, 0).state == TaskState::kScheduled);
+}
+
+TEST_CASE("Plan.AFailingConditionOfAPreTaskFailsItsTask") {
+  Fixture f;
+  std::string job = f.AddJob(R"(
+name = "hooks"
+[[tasks]]
+name = "t"
+run = "true"
+[[tasks.pre]]
+name = "p"
+if = "{{ len(42) }}"
+run = "true"
+)");
+  f.Hello("w", {{"default", 1}});
+  f.Tick();
+  CHECK(f.TakeAssigns().empty());
+  CHECK(f.Task(job, 0).state == TaskState::kFailed);
+  const std::string error = f.Task(job, 0).error;
+  CHECK_MESSAGE(error.find("pre task 'p' in if: expression 'len(42)'") !=
+                    std::string::npos,
+                error);
+}
+
+TEST_CASE("Plan.ImageCmdAndEnvExpressionsAreRenderedAtDispatch") {
+  Fixture f;
+  f.AddJob(R"(
+name = "images"
+[inputs]
+registry = "registry.local:5000"
+tag = "1.2"
+[[tasks]]
+name = "t"
+image = "{{ inputs.registry }}/app:{{ inputs.tag }}"
+cmd = ["run", "--job", "{{ job.id }}", "{{ len(inputs.tag) }}"]
+env = { NAME = "{{ upper(job.name) }}" }
+)");
+  f.Hello("w", {{"default", 1}}, {"docker"});
+  f.Tick();
+  auto a = f.TakeAssigns();
+  REQUIRE(a.size() == 1);
+  CHECK(a[0].second.task.image == "registry.local:5000/app:1.2");
+  CHECK(a[0].second.task.cmd ==
+        std::vector<std::string>{"run", "--job", "job1", "3"});
+  CHECK(a[0].second.task.env.at("NAME") == "IMAGES");
+}
+
 }  // namespace
 }  // namespace drover

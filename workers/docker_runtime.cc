@@ -22,7 +22,11 @@ constexpr std::chrono::seconds kKillWait{20};
 // The log stream ends when the container stops; this long after the exit it
 // is abandoned rather than waited for.
 constexpr std::chrono::seconds kLogDrainWait{10};
-constexpr std::chrono::milliseconds kHealthCacheFor{1000};
+// How often the background probe pings the daemon.
+constexpr std::chrono::milliseconds kProbeEvery{1000};
+// Removals the daemon answers but refuses (not "not reachable") are retried
+// this many times, then left to CleanupLeftovers at the worker's next start.
+constexpr int kMaxRemovalRefusals = 10;
 
 std::string FormatDuration(std::chrono::milliseconds d) {
   int64_t ms = d.count();
@@ -83,7 +87,8 @@ class DockerRuntime::Attempt {
  public:
   Attempt(DockerRuntime& runtime, const TaskRun& task, LogSink& logs,
           std::stop_token stop)
-      : options_(runtime.options_),
+      : runtime_(runtime),
+        options_(runtime.options_),
         client_(runtime.client_),
         task_(task),
         logs_(logs),
@@ -106,6 +111,7 @@ class DockerRuntime::Attempt {
                           std::string_view what);
   void Cleanup();
 
+  DockerRuntime& runtime_;
   const DockerRuntimeOptions& options_;
   DockerClient& client_;
   const TaskRun& task_;
@@ -147,7 +153,11 @@ Status DockerRuntime::Attempt::CreateVolumes() {
                        std::to_string(i);
     auto labels = Labels("volume");
     labels["drover.path"] = paths[i];
-    if (Status s = client_.VolumeCreate(name, labels); !s.ok()) return s;
+    if (Status s = client_.VolumeCreate(name, labels); !s.ok()) {
+      // The daemon may have made it before the connection dropped.
+      if (s.code() == Code::kUnavailable) runtime_.AddOrphan(true, name);
+      return s;
+    }
     volumes_.push_back({name, paths[i]});
   }
   return Status::Ok();
@@ -243,7 +253,14 @@ StepResult DockerRuntime::Attempt::RunStep(const TaskRun& step,
   config.mounts = volumes_;
 
   Result<std::string> id = client_.ContainerCreate(config);
-  if (!id.ok()) return Failed(id.status(), "creating the container failed");
+  if (!id.ok()) {
+    // The daemon may have made it before the connection dropped; the name
+    // finds it.
+    if (id.status().code() == Code::kUnavailable) {
+      runtime_.AddOrphan(false, config.name);
+    }
+    return Failed(id.status(), "creating the container failed");
+  }
   containers_.push_back(*id);
   // The output file exists, empty and writable by any user, before the task
   // starts, so `echo x > "$DROVER_OUTPUT"` works under any `user`.
@@ -463,15 +480,21 @@ RunOutcome DockerRuntime::Attempt::Run() {
 
 void DockerRuntime::Attempt::Cleanup() {
   try {
+    // What cannot be removed now (the daemon is gone) is handed to the
+    // runtime, which removes it once the daemon answers again.
     for (const std::string& id : containers_) {
       if (Status s = client_.ContainerRemove(id); !s.ok()) {
-        Note("could not remove container " + id + ": " + s.message());
+        Note("could not remove container " + id + " (removed later): " +
+             s.message());
+        runtime_.AddOrphan(false, id);
       }
     }
     containers_.clear();
     for (const VolumeMount& v : volumes_) {
       if (Status s = client_.VolumeRemove(v.volume); !s.ok()) {
-        Note("could not remove volume " + v.volume + ": " + s.message());
+        Note("could not remove volume " + v.volume + " (removed later): " +
+             s.message());
+        runtime_.AddOrphan(true, v.volume);
       }
     }
     volumes_.clear();
@@ -492,11 +515,33 @@ DockerRuntime::DockerRuntime(std::string socket_path,
           DockerRuntimeOptions{.socket_path = std::move(socket_path),
                                .credentials = std::move(credentials)}) {}
 
+DockerRuntime::~DockerRuntime() {
+  // Before the members the probe uses go away.
+  if (prober_.joinable()) {
+    prober_.request_stop();
+    prober_.join();
+  }
+}
+
 RunOutcome DockerRuntime::Run(const TaskRun& task, LogSink& logs,
                               std::stop_token stop) {
   try {
-    Attempt attempt(*this, task, logs, std::move(stop));
-    return attempt.Run();
+    if (Status s = PrepareForUse(); !s.ok()) {
+      RunOutcome outcome;
+      outcome.error = s.message();
+      outcome.infrastructure = true;
+      MarkUnhealthy();
+      return outcome;
+    }
+    RunOutcome outcome;
+    {
+      Attempt attempt(*this, task, logs, std::move(stop));
+      outcome = attempt.Run();
+    }  // the attempt's containers and volumes are removed here
+    // Say so in the next heartbeat, so the scheduler stops sending Docker
+    // tasks here until the daemon answers again.
+    if (outcome.infrastructure) MarkUnhealthy();
+    return outcome;
   } catch (const std::exception& e) {
     RunOutcome outcome;
     outcome.error =
@@ -510,19 +555,103 @@ RunOutcome DockerRuntime::Run(const TaskRun& task, LogSink& logs,
 }
 
 bool DockerRuntime::Healthy() {
-  std::lock_guard lock(health_mu_);
-  Clock::time_point now = Clock::now();
-  if (health_checked_ != Clock::time_point{} &&
-      now - health_checked_ < kHealthCacheFor) {
-    return healthy_;
+  std::unique_lock lock(health_mu_);
+  if (prober_.joinable()) return healthy_;
+  lock.unlock();
+  const bool ok = Probe();
+  lock.lock();
+  if (!prober_.joinable()) {
+    healthy_ = ok;
+    prober_ = std::jthread([this](std::stop_token stop) { ProbeLoop(stop); });
   }
-  try {
-    healthy_ = client_.Ping().ok();
-  } catch (...) {
-    healthy_ = false;
-  }
-  health_checked_ = Clock::now();
   return healthy_;
+}
+
+bool DockerRuntime::Probe() {
+  try {
+    return client_.Ping().ok() && PrepareForUse().ok();
+  } catch (...) {
+    return false;
+  }
+}
+
+void DockerRuntime::ProbeLoop(std::stop_token stop) {
+  std::unique_lock lock(health_mu_);
+  while (!stop.stop_requested()) {
+    health_cv_.wait_for(lock, stop, kProbeEvery, [&] { return recheck_; });
+    if (stop.stop_requested()) return;
+    recheck_ = false;
+    lock.unlock();
+    const bool ok = Probe();
+    lock.lock();
+    // A failure reported meanwhile asks for another look; keep it.
+    if (!recheck_) healthy_ = ok;
+  }
+}
+
+void DockerRuntime::MarkUnhealthy() {
+  std::lock_guard lock(health_mu_);
+  healthy_ = false;
+  recheck_ = true;
+  health_cv_.notify_all();
+}
+
+Status DockerRuntime::PrepareForUse() {
+  {
+    std::lock_guard lock(sweep_mu_);
+    if (sweep_due_for_) {
+      auto left = CleanupLeftovers(*sweep_due_for_);
+      if (!left.ok() && left.status().code() == Code::kUnavailable) {
+        return left.status();
+      }
+      sweep_due_for_.reset();
+      if (sweep_report_) sweep_report_(left);
+      sweep_report_ = nullptr;
+    }
+  }
+  RetryOrphans();
+  return Status::Ok();
+}
+
+Result<std::vector<LeftoverAttempt>> DockerRuntime::RemoveLeftoversBeforeUse(
+    std::string worker, LeftoverReport later) {
+  std::lock_guard lock(sweep_mu_);
+  auto left = CleanupLeftovers(worker);
+  if (!left.ok() && left.status().code() == Code::kUnavailable) {
+    sweep_due_for_ = std::move(worker);
+    sweep_report_ = std::move(later);
+  }
+  return left;
+}
+
+void DockerRuntime::AddOrphan(bool volume, std::string name) {
+  std::lock_guard lock(orphans_mu_);
+  orphans_.push_back(Orphan{volume, std::move(name), 0});
+}
+
+void DockerRuntime::RetryOrphans() {
+  std::vector<Orphan> todo;
+  {
+    std::lock_guard lock(orphans_mu_);
+    if (orphans_.empty()) return;
+    todo.swap(orphans_);
+  }
+  // Containers first: a volume in use cannot be removed.
+  std::stable_partition(todo.begin(), todo.end(),
+                        [](const Orphan& o) { return !o.volume; });
+  std::vector<Orphan> again;
+  for (Orphan& o : todo) {
+    Status s = o.volume ? client_.VolumeRemove(o.name)
+                        : client_.ContainerRemove(o.name);
+    if (s.ok()) continue;
+    if (s.code() != Code::kUnavailable && ++o.refusals >= kMaxRemovalRefusals) {
+      continue;
+    }
+    again.push_back(std::move(o));
+  }
+  std::lock_guard lock(orphans_mu_);
+  orphans_.insert(orphans_.end(), std::make_move_iterator(again.begin()),
+                  std::make_move_iterator(again.end()));
 }
 
 Result<std::vector<LeftoverAttempt>> DockerRuntime::CleanupLeftovers(

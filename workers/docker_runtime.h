@@ -4,16 +4,24 @@
 // the container, the labels, the output file, stopping and cleanup.
 //
 // The worker owns one DockerRuntime and calls Run from several task threads
-// at once; Run, Healthy and CleanupLeftovers are thread-safe.
+// at once; every public method is thread-safe. Once Healthy has been called,
+// a background thread pings the daemon about once a second, so the worker's
+// loop never waits on a daemon that hangs; the same thread finishes what a
+// daemon outage interrupted (see RemoveLeftoversBeforeUse and the removals
+// an attempt could not do) as soon as the daemon answers again.
 #ifndef DROVER_WORKERS_DOCKER_RUNTIME_H_
 #define DROVER_WORKERS_DOCKER_RUNTIME_H_
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <optional>
+#include <stop_token>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "docker_client.h"
@@ -46,20 +54,27 @@ struct LeftoverAttempt {
   auto operator<=>(const LeftoverAttempt&) const = default;
 };
 
+// Receives the outcome of a leftover sweep that had to wait for the daemon.
+using LeftoverReport =
+    std::function<void(const Result<std::vector<LeftoverAttempt>>&)>;
+
 class DockerRuntime : public Runtime {
  public:
   explicit DockerRuntime(DockerRuntimeOptions options);
   explicit DockerRuntime(
       std::string socket_path,
       std::optional<RegistryCredentials> credentials = std::nullopt);
+  ~DockerRuntime() override;
 
   std::string_view name() const override { return "docker"; }
   // Never throws. A daemon that cannot be reached gives
   // {error = "Docker daemon not reachable at ...", infrastructure = true}.
   RunOutcome Run(const TaskRun& task, LogSink& logs,
                  std::stop_token stop) override;
-  // Pings the daemon; the answer is kept for a second so a busy worker does
-  // not ping on every heartbeat.
+  // Whether the daemon answers. The first call pings (up to 5 s) and starts
+  // the background probe; later calls return its latest answer at once. An
+  // attempt that fails because the daemon is unreachable makes it false at
+  // once, until the probe finds the daemon again.
   bool Healthy() override;
 
   // Removes every container and volume labelled drover.worker=`worker`
@@ -69,17 +84,53 @@ class DockerRuntime : public Runtime {
   Result<std::vector<LeftoverAttempt>> CleanupLeftovers(
       std::string_view worker);
 
+  // For a worker's start: runs CleanupLeftovers(worker) now and returns its
+  // result. If the daemon cannot be reached (Unavailable), the sweep stays
+  // due: it runs before this runtime creates anything — in the background
+  // probe as soon as the daemon answers, or in the next Run, whichever is
+  // first; Run fails as infrastructure until it has run — and `later` gets
+  // its result then, on that thread. Since nothing of this run of the worker
+  // exists before the sweep, it removes only what the earlier run left.
+  Result<std::vector<LeftoverAttempt>> RemoveLeftoversBeforeUse(
+      std::string worker, LeftoverReport later);
+
   DockerClient& client() { return client_; }
 
  private:
   class Attempt;
 
+  // Runs a due leftover sweep and retries removals that failed; an error
+  // only if the daemon could not be reached for a due sweep.
+  Status PrepareForUse();
+  // Something an attempt created and could not remove (the daemon was gone).
+  void AddOrphan(bool volume, std::string name);
+  void RetryOrphans();
+  void MarkUnhealthy();
+  bool Probe();
+  void ProbeLoop(std::stop_token stop);
+
   DockerRuntimeOptions options_;
   DockerClient client_;
 
   std::mutex health_mu_;
-  std::chrono::steady_clock::time_point health_checked_;  // guarded
-  bool healthy_ = false;                                  // guarded
+  std::condition_variable_any health_cv_;
+  bool healthy_ = false;  // guarded by health_mu_
+  bool recheck_ = false;  // guarded by health_mu_: probe now
+
+  std::mutex sweep_mu_;  // held while a sweep runs, so Run waits for it
+  std::optional<std::string> sweep_due_for_;  // guarded: the worker's name
+  LeftoverReport sweep_report_;               // guarded
+
+  struct Orphan {
+    bool volume = false;
+    std::string name;  // container name or id, or volume name
+    int refusals = 0;  // times the daemon answered but would not remove it
+  };
+  std::mutex orphans_mu_;
+  std::vector<Orphan> orphans_;  // guarded by orphans_mu_
+
+  // Last: stopped and joined before everything it uses goes away.
+  std::jthread prober_;  // guarded by health_mu_ until started
 };
 
 }  // namespace drover

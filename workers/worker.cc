@@ -1,34 +1,14 @@
 #include "worker.h"
 
+#include "drover/text.h"
+
 #include <spdlog/spdlog.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#include <random>
 
 namespace drover {
 namespace {
-
-std::string RandomHex(size_t n) {
-  std::random_device rd;
-  std::mt19937_64 rng(rd());
-  static const char* kHex = "0123456789abcdef";
-  std::string s;
-  for (size_t i = 0; i < n; ++i) s += kHex[rng() % 16];
-  return s;
-}
-
-std::string Redact(std::string text, const std::vector<std::string>& secrets) {
-  static const std::string kMask = "[redacted]";
-  for (const std::string& secret : secrets) {
-    if (secret.empty()) continue;
-    for (size_t pos = text.find(secret); pos != std::string::npos;
-         pos = text.find(secret, pos + kMask.size())) {
-      text.replace(pos, secret.size(), kMask);
-    }
-  }
-  return text;
-}
 
 // Sends a task's output to the worker loop as LogData frames, masking
 // secrets. A secret split across two writes is caught by holding back a
@@ -46,7 +26,7 @@ class ForwardingSink final : public LogSink {
     std::string& pending = pending_[stream];
     pending.append(data);
     if (pending.size() <= hold_) return;
-    std::string masked = Redact(std::move(pending), secrets_);
+    std::string masked = RedactSecrets(std::move(pending), secrets_);
     pending.clear();
     size_t keep = std::min(hold_, masked.size());
     if (keep > 0) {
@@ -58,7 +38,7 @@ class ForwardingSink final : public LogSink {
   void Flush() {
     std::lock_guard lock(mu_);
     for (auto& [stream, pending] : pending_) {
-      if (!pending.empty()) Emit(stream, Redact(std::move(pending), secrets_));
+      if (!pending.empty()) Emit(stream, RedactSecrets(std::move(pending), secrets_));
       pending.clear();
     }
   }
@@ -171,6 +151,18 @@ void Worker::SendHeartbeat() {
   hb.name = options_.name;
   hb.instance = instance_;
   hb.state = State();
+  if (hb.state != last_state_) {
+    // One line per change, not per heartbeat: an operator sees when Docker
+    // went away and when it came back.
+    if (hb.state == "degraded") {
+      spdlog::warn("worker {} degraded: the Docker daemon does not answer; "
+                   "no Docker tasks until it does", options_.name);
+    } else if (last_state_ == "degraded") {
+      spdlog::info("worker {} ready: the Docker daemon answers again",
+                   options_.name);
+    }
+    last_state_ = hb.state;
+  }
   hb.running = static_cast<uint32_t>(running_.size());
   for (const auto& [ref, a] : running_) hb.attempts.push_back(ref);
   for (const auto& [ref, f] : unacked_) hb.attempts.push_back(ref);
@@ -268,8 +260,8 @@ void Worker::OnAssign(const Assign& a) {
         sink.Flush();
         result.finished_at_ms = clock_.Now();
         result.exit_code = out.exit_code;
-        result.output = Redact(out.output, secrets);
-        result.error = Redact(out.error, secrets);
+        result.output = RedactSecrets(out.output, secrets);
+        result.error = RedactSecrets(out.error, secrets);
         result.timed_out = out.timed_out;
         result.cancelled = out.cancelled;
         result.infrastructure = out.infrastructure;

@@ -84,6 +84,7 @@ class Worker {
   std::map<AttemptRef, std::unique_ptr<Attempt>> running_;
   std::map<AttemptRef, std::string> unacked_;  // result frames
   std::string scheduler_;  // instance id of the scheduler we said hello to
+  std::string last_state_;  // as last sent in a heartbeat
   bool welcomed_ = false;
   TimeMs last_hello_ = 0;
   TimeMs next_heartbeat_ = 0;

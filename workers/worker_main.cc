@@ -134,16 +134,28 @@ int main(int argc, char** argv) {
       rts[r] = std::make_unique<ShellRuntime>(work_dir);
     } else if (r == "docker") {
       auto docker = std::make_unique<DockerRuntime>(docker_socket);
-      auto left = docker->CleanupLeftovers(o.name);
-      if (!left.ok()) {
-        spdlog::warn("docker: cannot look for containers left by an earlier "
-                     "run: {}", left.status().message());
-      } else {
+      // What an earlier run of this worker left is removed before anything
+      // runs; its attempts were requeued by the scheduler when this run
+      // said hello. With the daemon down that waits until it answers.
+      auto report = [](const Result<std::vector<LeftoverAttempt>>& left) {
+        if (!left.ok()) {
+          spdlog::warn("docker: cannot remove what an earlier run of this "
+                       "worker left: {}", left.status().message());
+          return;
+        }
         for (const auto& l : *left) {
           spdlog::warn("job {} task {} attempt {}: removed the container an "
                        "earlier run of this worker left behind",
                        l.job_id, l.task_name, l.attempt);
         }
+      };
+      auto left = docker->RemoveLeftoversBeforeUse(o.name, report);
+      if (!left.ok() && left.status().code() == Code::kUnavailable) {
+        spdlog::warn("docker: {}; containers an earlier run of this worker "
+                     "left are removed once the daemon answers",
+                     left.status().message());
+      } else {
+        report(left);
       }
       rts[r] = std::move(docker);
     } else {

@@ -1,0 +1,80 @@
+// BenchWorker: a simulated worker for the benchmark. It speaks the worker
+// protocol (docs/PROTOCOL.md) on a thread of its own — a DEALER whose
+// routing id is its name, an XSUB on the heartbeat channel — and completes
+// every task the moment it arrives: `assign` is answered with `started`
+// and then `result` (exit code 0) at once. It says hello until welcomed
+// (and again on `announce` or a new scheduler instance), publishes
+// heartbeats listing the attempts whose results are not yet acknowledged,
+// sends unacknowledged results again every 5 s, and counts `ack`s.
+//
+// So what the benchmark measures through it is the scheduler alone:
+// dispatch, the transitions stored (group commit) and the messages.
+//
+// Thread-safety: the public methods may be called from any thread; the
+// sockets belong to the worker's own thread.
+#ifndef DROVER_BENCH_BENCH_WORKER_H_
+#define DROVER_BENCH_BENCH_WORKER_H_
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <thread>
+
+#include <zmq.hpp>
+
+#include "drover/protocol.h"
+
+namespace drover::bench {
+
+struct BenchWorkerOptions {
+  std::string name;
+  std::string tasks;      // droverd's worker channel
+  std::string heartbeat;  // droverd's heartbeat channel
+  std::string queue = "default";
+  uint32_t slots = 64;
+  std::chrono::milliseconds heartbeat_interval{1000};
+};
+
+class BenchWorker {
+ public:
+  // Called on the worker's thread when an `assign` arrives, before it is
+  // answered, with the time it was received.
+  using AssignFn = std::function<void(const AttemptRef&,
+                                      std::chrono::steady_clock::time_point)>;
+
+  BenchWorker(zmq::context_t& ctx, BenchWorkerOptions options,
+              AssignFn on_assign = {});
+  ~BenchWorker();  // Stop()
+  BenchWorker(const BenchWorker&) = delete;
+  BenchWorker& operator=(const BenchWorker&) = delete;
+
+  void Start();
+  // Says goodbye (returning nothing: it holds nothing unfinished) and ends
+  // the thread.
+  void Stop();
+
+  bool welcomed() const { return welcomed_.load(); }
+  uint64_t assigned() const { return assigned_.load(); }
+  uint64_t acked() const { return acked_.load(); }
+  // When the latest ack arrived.
+  std::chrono::steady_clock::time_point last_ack() const;
+
+ private:
+  void Loop(std::stop_token stop);
+
+  zmq::context_t& ctx_;
+  BenchWorkerOptions options_;
+  AssignFn on_assign_;
+  std::string instance_;
+  std::atomic<bool> welcomed_{false};
+  std::atomic<uint64_t> assigned_{0};
+  std::atomic<uint64_t> acked_{0};
+  std::atomic<int64_t> last_ack_ns_{0};
+  std::jthread thread_;
+};
+
+}  // namespace drover::bench
+
+#endif  // DROVER_BENCH_BENCH_WORKER_H_

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer targets (clang, with ASan and UBSan) into $1
+# (default build-fuzz). Run one for a minute with:
+#   build-fuzz/job_file_fuzz -max_total_time=60 -print_final_stats=1 CORPUS_DIR tests/data/good
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out="${1:-build-fuzz}"
+mkdir -p "$out"
+flags=(-std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined
+       -DMSGPACK_NO_BOOST -DDROVER_VERSION=\"fuzz\" -Iinclude -Iworkers)
+toml_lua=$(pkg-config --cflags --libs tomlplusplus lua5.4)
+curl_json=$(pkg-config --cflags --libs libcurl nlohmann_json)
+build() {
+  local name=$1; shift
+  echo "fuzz: building $out/$name" >&2
+  # shellcheck disable=SC2068
+  clang++ "${flags[@]}" "$@" -o "$out/$name"
+}
+build job_file_fuzz fuzz/job_file_fuzz.cc src/job_spec.cc src/expression.cc \
+  src/status.cc $toml_lua
+build config_fuzz fuzz/config_fuzz.cc src/config.cc src/job_spec.cc \
+  src/expression.cc src/status.cc $toml_lua
+build frame_fuzz fuzz/frame_fuzz.cc src/protocol.cc src/status.cc
+build docker_stream_fuzz fuzz/docker_stream_fuzz.cc workers/docker_client.cc \
+  src/status.cc $curl_json -lpthread
+echo "fuzz: targets in $out/: job_file_fuzz config_fuzz frame_fuzz docker_stream_fuzz" >&2
