@@ -8,10 +8,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <sstream>
 #include <thread>
 
 #include "drover/client.h"
@@ -44,7 +47,7 @@ Process::Process(const std::vector<std::string>& argv,
   std::vector<char*> args;
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
-  if (posix_spawn(&pid_, args[0], &actions, nullptr, args.data(), environ) !=
+  if (posix_spawnp(&pid_, args[0], &actions, nullptr, args.data(), environ) !=
       0) {
     pid_ = -1;
   }
@@ -96,6 +99,23 @@ uint64_t RssKibOf(pid_t pid) {
   return 0;
 }
 
+double CpuSecondsOf(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(in)),
+                   std::istreambuf_iterator<char>());
+  // Fields after the command (which may hold spaces), from field 3 on.
+  size_t close = stat.rfind(')');
+  if (close == std::string::npos) return 0;
+  std::istringstream fields(stat.substr(close + 2));
+  std::string f;
+  unsigned long long utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && fields >> f; ++i) {
+    if (i == 14) utime = std::stoull(f);
+    if (i == 15) stime = std::stoull(f);
+  }
+  return static_cast<double>(utime + stime) / sysconf(_SC_CLK_TCK);
+}
+
 // --------------------------------------------------------------- ScratchDir
 
 ScratchDir::ScratchDir(const std::string& tag) {
@@ -103,8 +123,18 @@ ScratchDir::ScratchDir(const std::string& tag) {
   if (mkdtemp(tmpl.data()) != nullptr) path_ = tmpl;
 }
 
+namespace {
+bool keep_scratch = false;
+}  // namespace
+
+void KeepScratchDirs(bool keep) { keep_scratch = keep; }
+
 ScratchDir::~ScratchDir() {
-  if (keep_ || path_.empty()) return;
+  if (path_.empty()) return;
+  if (keep_scratch) {
+    Note("kept " + path_);
+    return;
+  }
   std::error_code ec;
   std::filesystem::remove_all(path_, ec);
 }
@@ -119,11 +149,16 @@ Daemon::Daemon(const Setup& setup, std::string dir,
 Daemon::~Daemon() = default;
 
 Status Daemon::Start(bool wait_ready) {
-  std::vector<std::string> argv = {setup_.build_dir + "/droverd",
-                                   "--data-dir", data_dir(),
-                                   "--api", api(),
-                                   "--tasks", tasks(),
-                                   "--heartbeat", heartbeat()};
+  // For profiling: DROVER_BENCH_DROVERD_PREFIX="valgrind --tool=callgrind"
+  // runs droverd under that command.
+  std::vector<std::string> argv;
+  if (const char* prefix = std::getenv("DROVER_BENCH_DROVERD_PREFIX")) {
+    std::istringstream words(prefix);
+    for (std::string w; words >> w;) argv.push_back(w);
+  }
+  argv.insert(argv.end(), {setup_.build_dir + "/droverd", "--data-dir",
+                           data_dir(), "--api", api(), "--tasks", tasks(),
+                           "--heartbeat", heartbeat()});
   argv.insert(argv.end(), extra_flags_.begin(), extra_flags_.end());
   process_ = std::make_unique<Process>(
       argv, dir_ + "/droverd-" + std::to_string(++starts_) + ".log");

@@ -53,19 +53,21 @@ class Process {
 };
 
 uint64_t RssKibOf(pid_t pid);
+// User plus system CPU time the process has used, in seconds.
+double CpuSecondsOf(pid_t pid);
 
-// A fresh directory under /tmp, removed at the end unless `keep`.
+// A fresh directory under /tmp, removed at the end unless
+// KeepScratchDirs(true) was called (then its path is printed as a note).
 class ScratchDir {
  public:
   explicit ScratchDir(const std::string& tag);
   ~ScratchDir();
   const std::string& path() const { return path_; }
-  void Keep() { keep_ = true; }
 
  private:
   std::string path_;
-  bool keep_ = false;
 };
+void KeepScratchDirs(bool keep);
 
 // Where the executables are and what every launch shares.
 struct Setup {

@@ -18,7 +18,7 @@ struct AssignHead {
   uint32_t v = kProtocolVersion;
   std::string type;
   AttemptRef ref;
-  MSGPACK_DEFINE_MAP(v, type, ref);
+  DROVER_DEFINE_MAP(v, type, ref);
 };
 
 std::string RandomInstance() {

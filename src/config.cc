@@ -3,14 +3,20 @@
 #include <toml++/toml.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <tuple>
 
 namespace drover {
 namespace {
 
-Location Where(const toml::node& n) {
-  const auto& b = n.source().begin;
-  return {static_cast<uint32_t>(b.line), static_cast<uint32_t>(b.column)};
+Location Where(const toml::source_region& r) {
+  return {static_cast<uint32_t>(r.begin.line),
+          static_cast<uint32_t>(r.begin.column)};
 }
+
+Location Where(const toml::node& n) { return Where(n.source()); }
 
 size_t EditDistance(const std::string& a, const std::string& b) {
   std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
@@ -34,13 +40,17 @@ ConfigFile ReadConfigFile(const std::string& path,
   auto error = [&](Location where, std::string message) {
     out.errors.push_back(Diagnostic{path, where, std::move(message)});
   };
+  // toml++ says only "File could not be opened"; say why, as `drover
+  // validate` does for a job file.
+  if (std::ifstream probe(path); !probe) {
+    error({}, std::string("cannot open: ") + std::strerror(errno));
+    return out;
+  }
   toml::table table;
   try {
     table = toml::parse_file(path);
   } catch (const toml::parse_error& e) {
-    const auto& b = e.source().begin;
-    error({static_cast<uint32_t>(b.line), static_cast<uint32_t>(b.column)},
-          std::string(e.description()));
+    error(Where(e.source()), std::string(e.description()));
     return out;
   }
   for (const auto& [key, node] : table) {
@@ -54,7 +64,7 @@ ConfigFile ReadConfigFile(const std::string& path,
         size_t d = EditDistance(name, k.name);
         if (d < best_d) best_d = d, best = k.name;
       }
-      error(Where(node), "unknown key '" + name + "'" +
+      error(Where(key.source()), "unknown key '" + name + "'" +
                              (best.empty() ? "" : "; did you mean '" + best +
                                                       "'?"));
       continue;
@@ -111,7 +121,43 @@ ConfigFile ReadConfigFile(const std::string& path,
     }
     out.values[name] = std::move(v);
   }
+  // toml++ iterates keys alphabetically; people read files top to bottom.
+  std::stable_sort(out.errors.begin(), out.errors.end(),
+                   [](const Diagnostic& a, const Diagnostic& b) {
+                     return std::tie(a.where.line, a.where.column) <
+                            std::tie(b.where.line, b.where.column);
+                   });
   return out;
+}
+
+const std::vector<ConfigKey>& DroverdConfigKeys() {
+  static const std::vector<ConfigKey> kKeys = {
+      {"data-dir", ConfigKind::kString},
+      {"api", ConfigKind::kString},
+      {"tasks", ConfigKind::kString},
+      {"heartbeat", ConfigKind::kString},
+      {"watch-dir", ConfigKind::kString},
+      {"heartbeat-interval", ConfigKind::kDuration},
+      {"heartbeat-liveness", ConfigKind::kInteger},
+      {"log-level", ConfigKind::kString},
+  };
+  return kKeys;
+}
+
+const std::vector<ConfigKey>& WorkerConfigKeys() {
+  static const std::vector<ConfigKey> kKeys = {
+      {"tasks", ConfigKind::kString},
+      {"heartbeat", ConfigKind::kString},
+      {"name", ConfigKind::kString},
+      {"queue", ConfigKind::kStringList},
+      {"runtime", ConfigKind::kStringList},
+      {"docker-socket", ConfigKind::kString},
+      {"work-dir", ConfigKind::kString},
+      {"heartbeat-interval", ConfigKind::kDuration},
+      {"shutdown-grace", ConfigKind::kDuration},
+      {"log-level", ConfigKind::kString},
+  };
+  return kKeys;
 }
 
 }  // namespace drover

@@ -4,11 +4,12 @@
 #include <iostream>
 
 #include <spdlog/spdlog.h>
-#include <systemd/sd-daemon.h>
 
 #include "drover/cli.h"
 #include "drover/clock.h"
+#include "drover/config.h"
 #include "drover/job_spec.h"
+#include "drover/service_notifier.h"
 #include "drover/store.h"
 #include "server.h"
 
@@ -32,45 +33,35 @@ int main(int argc, char** argv) {
   app.add_option("--data-dir", o.data_dir, "LevelDB database and runtime files")
       ->capture_default_str();
   app.add_option("--api", o.api, "client requests (ROUTER)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(EndpointValidator());
   app.add_option("--tasks", o.tasks, "worker channel (ROUTER)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(EndpointValidator());
   app.add_option("--heartbeat", o.heartbeat, "heartbeat channel (XPUB)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(EndpointValidator());
   app.add_option("--watch-dir", o.watch_dir, "watched directory for job files");
   app.add_option("--heartbeat-interval", heartbeat_interval,
-                 "expected worker heartbeat period")
-      ->capture_default_str();
+                 "expected worker heartbeat period (at least 10ms)")
+      ->capture_default_str()
+      ->check(DurationValidator(std::chrono::milliseconds(10)));
   app.add_option("--heartbeat-liveness", o.heartbeat_liveness,
                  "missed heartbeats before a worker is declared dead")
       ->capture_default_str()
       ->check(CLI::Range(1, 1000));
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(LogLevelValidator());
   if (auto rc = ParseCommandLine(app, argc, argv)) return *rc;
-  const std::vector<ConfigKey> keys = {
-      {"data-dir", ConfigKind::kString},
-      {"api", ConfigKind::kString},
-      {"tasks", ConfigKind::kString},
-      {"heartbeat", ConfigKind::kString},
-      {"watch-dir", ConfigKind::kString},
-      {"heartbeat-interval", ConfigKind::kDuration},
-      {"heartbeat-liveness", ConfigKind::kInteger},
-      {"log-level", ConfigKind::kString},
-  };
-  if (!ApplyConfig(app, config, keys)) return kExitUsage;
+  if (!ApplyConfig(app, config, DroverdConfigKeys())) return kExitUsage;
   if (!SetUpLogging(log_level, "droverd")) {
     std::cerr << "droverd: --log-level must be trace, debug, info, warn or "
                  "error\n";
     return kExitUsage;
   }
-  auto interval = ParseDuration(heartbeat_interval);
-  if (!interval || interval->count() < 10) {
-    std::cerr << "droverd: --heartbeat-interval '" << heartbeat_interval
-              << "' is not a duration of at least 10ms\n";
-    return kExitUsage;
-  }
-  o.heartbeat_interval = *interval;
+  // Checked by DurationValidator, from the flag or the file.
+  o.heartbeat_interval = *ParseDuration(heartbeat_interval);
 
   std::error_code ec;
   std::filesystem::create_directories(o.data_dir, ec);
@@ -91,13 +82,23 @@ int main(int argc, char** argv) {
   std::signal(SIGTERM, OnSignal);
   std::signal(SIGINT, OnSignal);
   std::signal(SIGPIPE, SIG_IGN);
-  server.set_ready_callback([] { sd_notify(0, "READY=1"); });
+  // Under systemd (Type=notify): READY=1 once the sockets are bound and
+  // unfinished jobs loaded, STATUS= from the loop, WATCHDOG=1 at half of
+  // WatchdogSec=, STOPPING=1 once the loop has ended.
+  ServiceNotifier notifier;
+  server.set_ready_callback(
+      [&] { notifier.Ready(server.StatusLine()); });
+  server.set_tick_callback(notifier.tick_period(),
+                           [&] { notifier.Tick(server.StatusLine()); });
   st = server.Run();
-  sd_notify(0, "STOPPING=1");
+  // Every loop turn commits its batch before the next, so what was
+  // acknowledged is on disk; the store closes when `server` goes.
+  notifier.Stopping("stopping: " + server.StatusLine());
   g_server = nullptr;
   if (!st.ok()) {
     spdlog::critical("{}", st.ToString());
     return kExitFailed;
   }
+  spdlog::info("droverd stopped");
   return kExitOk;
 }

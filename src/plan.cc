@@ -23,6 +23,9 @@ struct Plan::Job {
   std::vector<size_t> log_bytes;     // of the current attempt
   std::map<std::string, std::string> vars;  // tasks.VAR
   bool failing = false;  // a task failed: start nothing new
+  // Tasks [0, final_prefix) are in a terminal state, which is final, so
+  // FinishIfDone resumes its scan there instead of rescanning the job.
+  size_t final_prefix = 0;
   // Ended: out of jobs_, but kept alive in Plan::ended_ until the next
   // Tick, because the call chain that ended it (a skip or a failure deep
   // in OnTaskDone or Admit) still holds references to it.
@@ -86,20 +89,32 @@ bool Plan::HasJob(const std::string& job_id) const {
   return jobs_.count(job_id) > 0;
 }
 
-std::vector<std::string> Plan::Secrets(const std::string& job_id) const {
+namespace {
+
+// A job's secret values, longest first: a secret that holds a shorter one
+// ("password1" and "pass") must be masked whole, not around the short one.
+std::vector<std::string> SecretValues(const JobSpec& spec) {
   std::vector<std::string> out;
-  auto it = jobs_.find(job_id);
-  if (it == jobs_.end()) return out;
-  for (const auto& [k, v] : it->second->spec.secrets) {
-    if (!v.empty()) out.push_back(v);
+  for (const auto& [name, value] : spec.secrets) {
+    if (!value.empty()) out.push_back(value);
   }
+  std::stable_sort(out.begin(), out.end(),
+                   [](const std::string& a, const std::string& b) {
+                     return a.size() > b.size();
+                   });
   return out;
 }
 
+}  // namespace
+
+std::vector<std::string> Plan::Secrets(const std::string& job_id) const {
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end()) return {};
+  return SecretValues(it->second->spec);
+}
+
 std::string Plan::Redact(const Job& job, std::string text) const {
-  std::vector<std::string> secrets;
-  for (const auto& [name, value] : job.spec.secrets) secrets.push_back(value);
-  return RedactSecrets(std::move(text), secrets);
+  return RedactSecrets(std::move(text), SecretValues(job.spec));
 }
 
 TaskRecord* Plan::FindAttempt(const AttemptRef& ref, Job** job_out) {
@@ -326,7 +341,12 @@ void Plan::OnTaskDone(Job& job, uint32_t index, TimeMs now, Effects& fx) {
 
 void Plan::FinishIfDone(Job& job, TimeMs now, Effects& fx) {
   if (job.ended) return;
-  for (const TaskRecord& t : job.tasks) {
+  while (job.final_prefix < job.tasks.size() &&
+         IsTerminal(job.tasks[job.final_prefix].state)) {
+    ++job.final_prefix;
+  }
+  for (size_t i = job.final_prefix; i < job.tasks.size(); ++i) {
+    const TaskRecord& t = job.tasks[i];
     if (!IsTerminal(t.state)) {
       // A failing job waits only for attempts already out on workers.
       if (!job.failing || t.state == TaskState::kScheduled ||
@@ -528,7 +548,9 @@ void Plan::OnLog(const std::string& worker, const LogData& m, Effects& fx) {
   Job* job = nullptr;
   TaskRecord* t = FindAttempt(m.ref, &job);
   if (t == nullptr || t->worker != worker) return;
-  if (m.stream != "o" && m.stream != "e") return;  // 's' is ours alone
+  // stdout, stderr, or a note of the worker's runtime (an image pull, a
+  // container stopped), which `drover logs` shows as drover's own.
+  if (m.stream != "o" && m.stream != "e" && m.stream != "s") return;
   size_t& used = job->log_bytes[m.ref.task];
   if (used >= options_.max_log_bytes_per_attempt) return;
   LogChunk c;

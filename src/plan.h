@@ -106,7 +106,8 @@ class Plan {
   std::vector<WorkerView> Workers() const;
   size_t running_jobs() const { return jobs_.size(); }
   size_t live_workers() const;
-  // Secret values of an unfinished job (for redaction), or empty.
+  // Secret values of an unfinished job (for redaction), longest first, or
+  // empty.
   std::vector<std::string> Secrets(const std::string& job_id) const;
 
  private:

@@ -7,7 +7,7 @@ struct Envelope {
   uint32_t v = 0;
   std::string type;
   uint64_t id = 0;
-  MSGPACK_DEFINE_MAP(v, type, id);
+  DROVER_DEFINE_MAP(v, type, id);
 };
 
 // Allocation limits for one frame: a hostile peer cannot make us allocate

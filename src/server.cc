@@ -4,6 +4,7 @@
 
 #include <fstream>
 #include <random>
+#include <set>
 
 #include "drover/job_spec.h"
 #include "drover/protocol.h"
@@ -173,6 +174,8 @@ Status Server::Run() {
     }
     timeout = std::clamp<long>(static_cast<long>(next_heartbeat_ - now), 0,
                                timeout);
+    timeout =
+        std::clamp<long>(static_cast<long>(next_tick_ - now), 0, timeout);
     zmq_pollitem_t items[] = {
         {api_.handle(), 0, ZMQ_POLLIN, 0},
         {tasks_.handle(), 0, ZMQ_POLLIN, 0},
@@ -222,6 +225,11 @@ Status Server::Run() {
       PublishHeartbeat();
       next_heartbeat_ = now + options_.heartbeat_interval.count();
     }
+    if (now >= next_tick_) {
+      LogWorkerChanges();
+      if (on_tick_) on_tick_();
+      next_tick_ = now + tick_period_.count();
+    }
   }
   spdlog::info("droverd stopping");
   return Status::Ok();
@@ -256,7 +264,60 @@ bool Server::Persist(Effects& fx) {
     }
   }
   batch_ = std::make_unique<Batch>(store_.get());
+  if (ok) LogEvents(fx);
   return ok;
+}
+
+void Server::LogEvents(const Effects& fx) {
+  // Notes carry a task index; this turn's task records give its name.
+  // Built only for a turn with notes: most turns have none.
+  std::map<std::pair<std::string, uint32_t>, std::string> names;
+  for (const auto& [job_id, chunk] : fx.logs) {
+    if (chunk.stream != 's') continue;
+    if (names.empty()) {
+      for (const TaskRecord& t : fx.tasks) names[{t.job_id, t.index}] = t.name;
+    }
+    auto name = names.find({job_id, chunk.task_index});
+    std::string text = chunk.data;
+    while (!text.empty() && text.back() == '\n') text.pop_back();
+    spdlog::info("job {} task {}: {}", job_id,
+                 name != names.end() ? name->second
+                                     : "#" + std::to_string(chunk.task_index),
+                 text);
+  }
+  for (const TaskRecord& t : fx.tasks) {
+    if (t.state != TaskState::kFailed) continue;
+    spdlog::info("job {} task {} attempt {}: FAILED{}{}", t.job_id, t.name,
+                 t.attempts, t.worker.empty() ? "" : " on " + t.worker,
+                 t.error.empty() ? "" : ": " + t.error);
+  }
+  std::set<std::string> ended;  // a record may come twice in one turn
+  for (const JobRecord& j : fx.jobs) {
+    if (!IsTerminal(j.state) || !ended.insert(j.id).second) continue;
+    const std::string took =
+        j.finished_at > j.created_at
+            ? FormatDuration(Millis(j.finished_at - j.created_at))
+            : "0s";
+    const auto level = j.state == JobState::kFailed ? spdlog::level::warn
+                                                    : spdlog::level::info;
+    spdlog::log(level, "job {}: {} after {}{}{}", j.id, JobStateName(j.state),
+                took, j.error.empty() ? "" : ": ", j.error);
+  }
+}
+
+void Server::LogWorkerChanges() {
+  std::map<std::string, std::string> now;
+  for (const WorkerView& w : plan_.Workers()) {
+    auto before = worker_states_.find(w.name);
+    if (before != worker_states_.end() && before->second != w.state) {
+      const bool bad = w.state == "dead" || w.state == "degraded";
+      spdlog::log(bad ? spdlog::level::warn : spdlog::level::info,
+                  "worker {}: {} (was {}), {} tasks running", w.name, w.state,
+                  before->second, w.running);
+    }
+    now[w.name] = w.state;
+  }
+  worker_states_ = std::move(now);
 }
 
 void Server::SendReplies(bool committed) {

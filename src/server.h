@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -50,6 +51,13 @@ class Server {
 
   // Called once the server serves (after Start), for readiness reports.
   void set_ready_callback(std::function<void()> cb) { on_ready_ = std::move(cb); }
+  // Called from the loop every `period` or a little later (first right
+  // after the ready callback), e.g. to ping systemd's watchdog: a loop that
+  // hangs stops calling it.
+  void set_tick_callback(Millis period, std::function<void()> cb) {
+    tick_period_ = period;
+    on_tick_ = std::move(cb);
+  }
   // A line for status reports, e.g. "3 jobs running, 2 workers".
   std::string StatusLine() const;
 
@@ -92,6 +100,10 @@ class Server {
   void SendReplies(bool committed);
   void SendToWorkers(Effects& fx);
   void PublishHeartbeat();
+  void LogWorkerChanges();
+  // One line per job that reached a terminal state and per note the Plan
+  // wrote for a task (requeues, retries, skips): journald's view of jobs.
+  void LogEvents(const Effects& fx);
   void LoadUnfinished();
 
   ServerOptions options_;
@@ -110,6 +122,12 @@ class Server {
   std::unique_ptr<Batch> batch_;  // new jobs of this loop turn
   std::atomic<bool> stop_{false};
   std::function<void()> on_ready_;
+  std::function<void()> on_tick_;
+  Millis tick_period_{1000};
+  TimeMs next_tick_ = 0;
+  // Worker name -> state at the last tick, to log changes the Plan makes
+  // silently (a worker declared dead, degraded, gone).
+  std::map<std::string, std::string> worker_states_;
   TimeMs next_heartbeat_ = 0;
   bool read_only_ = false;  // a write failed: accept no more changes
 };

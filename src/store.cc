@@ -21,6 +21,7 @@
 #include <random>
 #include <stdexcept>
 #include <type_traits>
+#include <unordered_map>
 #include <utility>
 
 namespace drover {
@@ -46,6 +47,9 @@ constexpr std::string_view kTaskPrefix = "t/";
 constexpr std::string_view kUnfinishedPrefix = "u/";
 constexpr std::string_view kLogPrefix = "l/";
 constexpr std::string_view kMarkerPrefix = "m/";
+// Not a stored key: Batch::pending_state_ notes under "n/ID" that job ID
+// is new in that batch, so its tasks are new too and need no read.
+constexpr std::string_view kNewJobNote = "n/";
 constexpr std::string_view kLogSeqKey = "meta/log_seq";
 // Log seqs are handed out from a lease of this many, whose end is written
 // to meta/log_seq before the first of them is used: a restart skips the
@@ -423,6 +427,48 @@ struct Store::Impl {
   uint32_t id_count = 0;       // guarded by mu: counter part of the last job id
   std::mt19937 rng;            // guarded by mu
 
+  // The committed states of the records of every job this Store has
+  // written and that has not ended, so that a Batch checks a transition
+  // without reading and decoding the stored record (a LevelDB read and a
+  // msgpack decode per transition otherwise). -1: not known here (read the
+  // store). An entry goes when its job's record reaches a terminal state,
+  // after which only a bug would write its records again, and that write
+  // reads the store as before. About one byte per task of the unfinished
+  // jobs. Guarded by mu.
+  struct Live {
+    int8_t job = -1;
+    std::vector<int8_t> tasks;
+  };
+  std::unordered_map<std::string, Live> live;
+
+  // Requires mu. Records the states a committed batch left.
+  void Remember(const std::map<std::string, int>& states) {
+    std::vector<std::string_view> ended;
+    for (const auto& [key, state] : states) {
+      std::string_view k = key;
+      if (k.starts_with(kJobPrefix)) {
+        std::string_view id = k.substr(kJobPrefix.size());
+        if (IsTerminal(static_cast<JobState>(state))) {
+          ended.push_back(id);
+        } else {
+          live[std::string(id)].job = static_cast<int8_t>(state);
+        }
+      } else if (k.starts_with(kTaskPrefix)) {
+        // t/ID/XXXXXXXX
+        std::string_view rest = k.substr(kTaskPrefix.size());
+        if (rest.size() <= kIndexDigits + 1) continue;
+        std::string_view id = rest.substr(0, rest.size() - kIndexDigits - 1);
+        std::optional<uint64_t> index =
+            ParseHex(rest.substr(rest.size() - kIndexDigits));
+        if (!index || *index > (1u << 24)) continue;
+        std::vector<int8_t>& tasks = live[std::string(id)].tasks;
+        if (tasks.size() <= *index) tasks.resize(*index + 1, -1);
+        tasks[*index] = static_cast<int8_t>(state);
+      }
+    }
+    for (std::string_view id : ended) live.erase(std::string(id));
+  }
+
   leveldb::ReadOptions Reading(bool fill_cache = true) const {
     leveldb::ReadOptions ro;
     ro.verify_checksums = true;
@@ -466,12 +512,29 @@ struct Store::Impl {
     return Status::Ok();
   }
 
-  // The state a record under `key` moves from: the one put earlier in the
-  // batch, else the stored one; nullopt for a new record.
+  // The state a record under `key` (job `job_id`, and task `index` when
+  // set) moves from: the one put earlier in the batch, else the committed
+  // one (from `live`, else read from the store); nullopt for a new record.
   template <typename R>
   Result<std::optional<int>> FromState(const std::map<std::string, int>& batch,
-                                       const std::string& key) const {
+                                       const std::string& key,
+                                       std::string_view job_id,
+                                       std::optional<uint32_t> index) const {
     if (auto it = batch.find(key); it != batch.end()) return {it->second};
+    if (index && batch.count(Cat(kNewJobNote, job_id))) {
+      return std::optional<int>();  // a new job has no stored tasks
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      auto it = live.find(std::string(job_id));
+      if (it != live.end()) {
+        const Live& l = it->second;
+        if (!index && l.job >= 0) return {std::optional<int>(l.job)};
+        if (index && *index < l.tasks.size() && l.tasks[*index] >= 0) {
+          return {std::optional<int>(l.tasks[*index])};
+        }
+      }
+    }
     Result<std::optional<R>> stored = GetRecord<R>(key);
     if (!stored.ok()) return stored.status();
     if (!stored->has_value()) return std::optional<int>();
@@ -627,8 +690,18 @@ Status Store::Commit(Batch& batch) {
     if (!impl_->sticky.ok()) return impl_->sticky;
   }
   if (batch.empty()) return Status::Ok();
+  // A record put several times in one batch (a task started and finished
+  // in the same loop turn) is written once, as it was put last: the same
+  // outcome, less to log and to compact.
+  std::unordered_map<std::string_view, size_t> last;
+  last.reserve(batch.ops_.size());
+  for (size_t i = 0; i < batch.ops_.size(); ++i) {
+    last[batch.ops_[i].key] = i;
+  }
   leveldb::WriteBatch wb;
-  for (const Batch::Op& op : batch.ops_) {
+  for (size_t i = 0; i < batch.ops_.size(); ++i) {
+    const Batch::Op& op = batch.ops_[i];
+    if (last[op.key] != i) continue;
     if (op.value) {
       wb.Put(op.key, *op.value);
     } else {
@@ -645,6 +718,10 @@ Status Store::Commit(Batch& batch) {
     std::lock_guard<std::mutex> lock(impl_->mu);
     impl_->FailWrite(s);
     return impl_->sticky;
+  }
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    impl_->Remember(batch.pending_state_);
   }
   batch.ops_.clear();
   batch.pending_state_.clear();
@@ -784,7 +861,8 @@ Status Batch::PutJob(const JobRecord& job) {
   if (Status s = CheckJobId(job.id); !s.ok()) return s;
   std::string key = JobKey(job.id);
   Result<std::optional<int>> from =
-      store_->impl_->FromState<JobRecord>(pending_state_, key);
+      store_->impl_->FromState<JobRecord>(pending_state_, key, job.id,
+                                          std::nullopt);
   if (!from.ok()) return from.status();
   std::string who = "job " + job.id;
   if (!from->has_value()) {
@@ -793,6 +871,7 @@ Status Batch::PutJob(const JobRecord& job) {
                                         ": a new job must be PENDING, not " +
                                         std::string(JobStateName(job.state)));
     }
+    pending_state_[Cat(kNewJobNote, job.id)] = 0;
   } else if (Status s =
                  CheckJobTransition(static_cast<JobState>(**from), job.state);
              !s.ok()) {
@@ -812,21 +891,25 @@ Status Batch::PutTask(const TaskRecord& task) {
   if (Status s = CheckJobId(task.job_id); !s.ok()) return s;
   std::string key = TaskKey(task.job_id, task.index);
   Result<std::optional<int>> from =
-      store_->impl_->FromState<TaskRecord>(pending_state_, key);
+      store_->impl_->FromState<TaskRecord>(pending_state_, key,
+                                           task.job_id, task.index);
   if (!from.ok()) return from.status();
-  std::string who = "job " + task.job_id + " task '" + task.name + "' (index " +
-                    std::to_string(task.index) + ")";
+  // Built only for an error: this runs for every transition.
+  auto who = [&] {
+    return "job " + task.job_id + " task '" + task.name + "' (index " +
+           std::to_string(task.index) + ")";
+  };
   if (!from->has_value()) {
     if (task.state != TaskState::kCreated &&
         task.state != TaskState::kPending) {
       return Status::FailedPrecondition(
-          who + ": a new task must be CREATED or PENDING, not " +
+          who() + ": a new task must be CREATED or PENDING, not " +
           std::string(TaskStateName(task.state)));
     }
   } else if (Status s = CheckTaskTransition(static_cast<TaskState>(**from),
                                             task.state);
              !s.ok()) {
-    return Status::FailedPrecondition(who + ": " + s.message());
+    return Status::FailedPrecondition(who() + ": " + s.message());
   }
   ops_.push_back({key, Encode(task)});
   pending_state_[key] = static_cast<int>(task.state);

@@ -265,7 +265,7 @@ TEST_CASE("DockerE2E.JobOfContainersCompletes") {
   StartDockerWorker(c, "dk-ok", SharedSocket(), {"--queue", "default:2"});
   WaitReady(c, "dk-ok");
 
-  const std::string id = c.Submit(std::string(R"(
+  const std::string id = c.Submit(std::string(R"toml(
 name = "containers end to end"
 [inputs]
 word = "hello"
@@ -301,7 +301,7 @@ run = "echo post >> /data/trail; echo \"post sees $(cat /data/trail | tr '\\n' '
 name = "exit-code"
 image = "drover-test/busybox:latest"
 cmd = ["/bin/sh", "-c", "echo argv-form; exit 0"]
-)"));
+)toml"));
   JobView job = c.Wait(id, 60s);
   CHECK(job.state == "COMPLETED");
   REQUIRE(job.tasks.size() == 3);
@@ -335,7 +335,7 @@ TEST_CASE("DockerE2E.FailedJobLeavesNothing") {
   c.StartScheduler();
   StartDockerWorker(c, "dk-fail");
   WaitReady(c, "dk-fail");
-  const std::string id = c.Submit(R"(
+  const std::string id = c.Submit(R"toml(
 name = "fails"
 [[tasks]]
 name = "breaks"
@@ -348,7 +348,7 @@ pre = [{ name = "setup", image = "drover-test/busybox:latest", run = "echo setti
 name = "never"
 image = "drover-test/busybox:latest"
 run = "echo must not run"
-)");
+)toml");
   JobView job = c.Wait(id, 60s);
   CHECK(job.state == "FAILED");
   const TaskView& breaks = TaskNamed(job, "breaks");
@@ -369,14 +369,14 @@ TEST_CASE("DockerE2E.CancelledJobStopsItsContainer") {
   StartDockerWorker(c, "dk-cancel");
   WaitReady(c, "dk-cancel");
   DockerClient docker(SharedSocket());
-  const std::string id = c.Submit(R"(
+  const std::string id = c.Submit(R"toml(
 name = "cancelled mid-run"
 [[tasks]]
 name = "long"
 image = "drover-test/busybox:latest"
 volumes = ["/scratch"]
 run = "echo started; sleep 300"
-)");
+)toml");
   const std::string container =
       WaitForRunningContainer(c, docker, id, "started");
   CHECK(c.Status(id).state == "RUNNING");
@@ -399,7 +399,7 @@ TEST_CASE("DockerE2E.TimedOutJobLeavesNothing") {
   c.StartScheduler();
   StartDockerWorker(c, "dk-timeout");
   WaitReady(c, "dk-timeout");
-  const std::string id = c.Submit(R"(
+  const std::string id = c.Submit(R"toml(
 name = "times out"
 [[tasks]]
 name = "slow"
@@ -408,7 +408,7 @@ volumes = ["/scratch"]
 timeout = "1s"
 run = "echo started; sleep 300"
 post = [{ name = "never", image = "drover-test/busybox:latest", run = "echo post must not run" }]
-)");
+)toml");
   JobView job = c.Wait(id, 60s);
   CHECK(job.state == "FAILED");
   const TaskView& slow = TaskNamed(job, "slow");
@@ -428,14 +428,14 @@ TEST_CASE("DockerE2E.KilledWorkerRemovesItsLeftoverOnRestart") {
   WaitReady(c, "dk-kill");
   DockerClient docker(SharedSocket());
   // Long enough to be caught running; short enough that the retry is quick.
-  const std::string id = c.Submit(R"(
+  const std::string id = c.Submit(R"toml(
 name = "worker killed mid-task"
 [[tasks]]
 name = "work"
 image = "drover-test/busybox:latest"
 volumes = ["/scratch"]
 run = "echo started; sleep 2; printf finished > $DROVER_OUTPUT"
-)");
+)toml");
   const std::string container =
       WaitForRunningContainer(c, docker, id, "started");
 
@@ -482,14 +482,14 @@ TEST_CASE("DockerE2E.DaemonGoneThenBack") {
   // 1. The daemon stops under a running task: the attempt fails with a
   //    retriable error, the worker stays up and degraded, the task waits,
   //    and runs again once the daemon is back.
-  const std::string first = c.Submit(R"(
+  const std::string first = c.Submit(R"toml(
 name = "daemon restarts under it"
 [[tasks]]
 name = "work"
 image = "drover-test/busybox:latest"
 volumes = ["/scratch"]
 run = "echo started; sleep 2; printf finished > $DROVER_OUTPUT"
-)");
+)toml");
   WaitForRunningContainer(c, docker, first, "started");
   daemon.Stop();
   CHECK(Cluster::Eventually(
@@ -517,6 +517,7 @@ run = "echo started; sleep 2; printf finished > $DROVER_OUTPUT"
       [&] { return WorkerState(c, "dk-flaky") == "ready"; }));
   view = c.Wait(first, 60s);
   CHECK(view.state == "COMPLETED");
+  for (const std::string& e : view.tasks[0].errors) MESSAGE(e);
   CHECK(view.tasks[0].output == "finished");
   // The stopped attempt's container and volume, which could not be removed
   // while the daemon was down, are removed once it is back.
@@ -525,13 +526,13 @@ run = "echo started; sleep 2; printf finished > $DROVER_OUTPUT"
   // 2. A worker killed mid-task starts again while the daemon is down: it
   //    stays up (degraded), and removes what its earlier run left as soon
   //    as the daemon answers.
-  const std::string second = c.Submit(R"(
+  const std::string second = c.Submit(R"toml(
 name = "worker and daemon both go"
 [[tasks]]
 name = "work"
 image = "drover-test/busybox:latest"
 run = "echo started; sleep 2; printf finished > $DROVER_OUTPUT"
-)");
+)toml");
   WaitForRunningContainer(c, docker, second, "started");
   c.worker("dk-flaky").Signal(SIGKILL);
   c.worker("dk-flaky").Wait();
@@ -546,7 +547,11 @@ run = "echo started; sleep 2; printf finished > $DROVER_OUTPUT"
   daemon.Start();
   view = c.Wait(second, 60s);
   CHECK(view.state == "COMPLETED");
-  CHECK(view.tasks[0].attempts == 2);
+  // Attempt 1 died with the worker. The restarted worker may be sent the
+  // task before its first heartbeat says it is degraded; that attempt fails
+  // as "not reachable" and is requeued, like the first job's.
+  CHECK(view.tasks[0].attempts >= 2);
+  for (const std::string& e : view.tasks[0].errors) MESSAGE(e);
   CHECK(Cluster::Eventually([&] {
     return ReadFile(again.log_path())
                .find("job " + second +

@@ -89,7 +89,8 @@ class Fixture {
     std::vector<std::pair<std::string, Assign>> out;
     for (auto& [w, body] : sent_) {
       auto f = Frame::Parse(body);
-      if (f.ok() && f->type() == "assign") out.emplace_back(w, *f->As<Assign>());
+      if (f.ok() && f->type() == "assign")
+        out.emplace_back(w, *f->As<Assign>());
     }
     std::erase_if(sent_, [](const auto& m) {
       return Frame::Parse(m.second)->type() == "assign";
@@ -122,8 +123,8 @@ class Fixture {
       auto it = jobs_by_id_.find(j.id);
       if (it != jobs_by_id_.end()) {
         CHECK_MESSAGE(CheckJobTransition(it->second.state, j.state).ok(),
-                      JobStateName(it->second.state) << " -> "
-                                                     << JobStateName(j.state));
+                      JobStateName(it->second.state)
+                          << " -> " << JobStateName(j.state));
       }
       jobs_by_id_[j.id] = j;
     }
@@ -213,7 +214,8 @@ depends_on = []
 
 TEST_CASE("Plan.SilentWorkerIsDeclaredDeadAfterLivenessAndItsTasksRequeued") {
   Fixture f;  // 1 s × 3
-  std::string job = f.AddJob("name = \"x\"\n[[tasks]]\nname = \"t\"\nrun = \"true\"\n");
+  std::string job =
+      f.AddJob("name = \"x\"\n[[tasks]]\nname = \"t\"\nrun = \"true\"\n");
   f.Hello("w1", {{"default", 1}});
   f.Hello("w2", {{"default", 1}});
   f.Tick();
@@ -285,7 +287,7 @@ run = "true"
   CHECK(a[0].second.ref.attempt == 2);
   f.Result("w", a[0].second.ref, 3);
   const int64_t d2 = f.Task(job, 0).not_before - f.clock_.Now();
-  CHECK(d2 >= 750);    // 2 s capped at 1.5 s, half fixed
+  CHECK(d2 >= 750);  // 2 s capped at 1.5 s, half fixed
   CHECK(d2 <= 1500);
   f.clock_.Advance(std::chrono::milliseconds(d2));
   f.Tick();
@@ -408,8 +410,7 @@ TEST_CASE("Plan.RecoveredAttemptsAreAdoptedOrRequeuedAfterGrace") {
   REQUIRE(a.size() == 1);  // the pending one; task 0 is adopted
   CHECK(a[0].second.ref.task == 2);
   // The grace is interval × (liveness + 1) = 4 s.
-  const std::vector<AttemptRef> held = {AttemptRef{"j", 0, 1},
-                                        a[0].second.ref};
+  const std::vector<AttemptRef> held = {AttemptRef{"j", 0, 1}, a[0].second.ref};
   for (int i = 0; i < 4; ++i) {
     f.clock_.Advance(999ms);
     f.Heartbeat("alive", held);
@@ -431,7 +432,8 @@ TEST_CASE("Plan.RecoveredAttemptsAreAdoptedOrRequeuedAfterGrace") {
 
 TEST_CASE("Plan.AssignmentLostOnTheWayIsRequeued") {
   Fixture f;
-  std::string job = f.AddJob("name = \"x\"\n[[tasks]]\nname = \"t\"\nrun = \"true\"\n");
+  std::string job =
+      f.AddJob("name = \"x\"\n[[tasks]]\nname = \"t\"\nrun = \"true\"\n");
   f.Hello("w", {{"default", 1}});
   f.Tick();
   auto a = f.TakeAssigns();
@@ -460,7 +462,8 @@ TEST_CASE("Plan.AssignmentLostOnTheWayIsRequeued") {
 
 TEST_CASE("Plan.RejectedTaskWaitsAnIntervalBeforeItIsSentAgain") {
   Fixture f;
-  std::string job = f.AddJob("name = \"x\"\n[[tasks]]\nname = \"t\"\nrun = \"true\"\n");
+  std::string job =
+      f.AddJob("name = \"x\"\n[[tasks]]\nname = \"t\"\nrun = \"true\"\n");
   f.Hello("w", {{"default", 1}});
   f.Tick();
   auto a = f.TakeAssigns();
@@ -517,7 +520,8 @@ TEST_CASE("Plan.CancelStopsRunningAndNeverStartsPending") {
 
 TEST_CASE("Plan.RestartedWorkerLosesItsEarlierAttempts") {
   Fixture f;
-  std::string job = f.AddJob("name = \"x\"\n[[tasks]]\nname = \"t\"\nrun = \"true\"\n");
+  std::string job =
+      f.AddJob("name = \"x\"\n[[tasks]]\nname = \"t\"\nrun = \"true\"\n");
   f.Hello("w", {{"default", 1}});
   f.Tick();
   REQUIRE(f.TakeAssigns().size() == 1);
@@ -666,6 +670,57 @@ env = { NAME = "{{ upper(job.name) }}" }
   CHECK(a[0].second.task.cmd ==
         std::vector<std::string>{"run", "--job", "job1", "3"});
   CHECK(a[0].second.task.env.at("NAME") == "IMAGES");
+}
+
+TEST_CASE("Plan.ASecretHoldingAShorterOneIsMaskedWhole") {
+  Fixture f;
+  std::string job = f.AddJob(R"(
+name = "nested"
+[secrets]
+A = "pass"
+B = "password1"
+[[tasks]]
+name = "t"
+run = "true"
+env = { X = "{{ secrets.A }}", Y = "{{ secrets.B }}" }
+)");
+  f.Hello("w", {{"default", 1}});
+  f.Tick();
+  auto a = f.TakeAssigns();
+  REQUIRE(a.size() == 1);
+  CHECK(a[0].second.redact == std::vector<std::string>{"password1", "pass"});
+  f.Result("w", a[0].second.ref, 1, "password1 and pass", "saw password1");
+  CHECK(f.Task(job, 0).output == "[redacted] and [redacted]");
+  CHECK(f.Task(job, 0).error == "saw [redacted]");
+}
+
+// Regression: the scheduler dropped the runtime's own notes (image pulls,
+// containers started), which the protocol shows as drover's stream.
+TEST_CASE("Plan.RuntimeNotesReachTheLogRedacted") {
+  Fixture f;
+  f.AddJob(R"(
+name = "notes"
+[secrets]
+T = "s3cr3t"
+[[tasks]]
+name = "t"
+run = "true"
+)");
+  f.Hello("w", {{"default", 1}});
+  f.Tick();
+  auto a = f.TakeAssigns();
+  REQUIRE(a.size() == 1);
+  Effects fx;
+  for (const char* stream : {"o", "e", "s", "x"}) {
+    LogData m;
+    m.ref = a[0].second.ref;
+    m.stream = stream;
+    m.data = std::string(stream) + " s3cr3t\n";
+    f.plan_.OnLog("w", m, fx);
+  }
+  REQUIRE(fx.logs.size() == 3);  // "x" is no stream
+  CHECK(fx.logs[2].second.stream == 's');
+  CHECK(fx.logs[2].second.data == "s [redacted]\n");
 }
 
 }  // namespace

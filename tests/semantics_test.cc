@@ -145,8 +145,8 @@ std::string Fill(std::string text,
 }
 
 // A cluster with one shell worker serving `queues`.
-void StartShellCluster(Cluster& c, std::vector<std::string> queues = {
-                                       "default:2"}) {
+void StartShellCluster(Cluster& c,
+                       std::vector<std::string> queues = {"default:2"}) {
   c.StartScheduler();
   std::vector<std::string> args;
   for (const std::string& q : queues) {
@@ -222,8 +222,8 @@ class HttpServer {
   static void SendAll(int conn, const std::string& data) {
     size_t sent = 0;
     while (sent < data.size()) {
-      ssize_t n = send(conn, data.data() + sent, data.size() - sent,
-                       MSG_NOSIGNAL);
+      ssize_t n =
+          send(conn, data.data() + sent, data.size() - sent, MSG_NOSIGNAL);
       if (n <= 0) return;
       sent += static_cast<size_t>(n);
     }
@@ -381,7 +381,8 @@ TEST_CASE("Semantics.IndependentBranchesRunInParallelUpToTheSlots") {
   Cluster c;
   StartShellCluster(c, {"two:2", "one:1"});
   // Two slots: both 1.5 s branches are dispatched as soon as `start` ends.
-  const std::string wide = SubmitCli(c, JobFile(c, "wide", Diamond("two", "1.5")));
+  const std::string wide =
+      SubmitCli(c, JobFile(c, "wide", Diamond("two", "1.5")));
   // One slot: the branches take turns.
   const std::string narrow =
       SubmitCli(c, JobFile(c, "narrow", Diamond("one", "0.3")));
@@ -445,9 +446,10 @@ env = { MADE = "{{ tasks.made }}", JOB = "{{ job.name }}/{{ job.id }}", N = "{{ 
   // nothing stored.
   r = Drover(c, {"submit", file, "--input", "whom=x"});
   CHECK(r.exit_code == 2);
-  CHECK_MESSAGE(std::regex_search(
-                    r.err, std::regex(file + R"(:[1-9]\d*:\d+: error: --input 'whom')")),
-                r.err);
+  CHECK_MESSAGE(
+      std::regex_search(
+          r.err, std::regex(file + R"(:[1-9]\d*:\d+: error: --input 'whom')")),
+      r.err);
   CHECK(Contains(r.err, "did you mean 'who'"));
   r = Drover(c, {"submit", file, "--input", "who"});
   CHECK(r.exit_code == 2);
@@ -460,6 +462,10 @@ env = { MADE = "{{ tasks.made }}", JOB = "{{ job.name }}/{{ job.id }}", N = "{{ 
   r = Drover(c, {"list", "--json"});
   REQUIRE(r.exit_code == 0);
   CHECK(json::parse(r.out).size() == 1);
+  // No scheduler there: exit 3.
+  r = RunCommand({BuildPath("drover"), "--api", "ipc://" + c.dir() + "/nobody",
+                  "--request-timeout", "300ms", "status", id});
+  CHECK(r.exit_code == 3);
 }
 
 // ---- 3. Expressions and conditions. ------------------------------------
@@ -468,7 +474,8 @@ TEST_CASE("Semantics.FalseConditionsSkipTasksAndTheirDependentsStillRun") {
   Cluster c;
   StartShellCluster(c);
   const std::string ledger = c.dir() + "/ledger";
-  const std::string id = SubmitCli(c, JobFile(c, "conditions", Fill(R"(
+  const std::string id = SubmitCli(c, JobFile(c, "conditions",
+                                              Fill(R"(
 name = "conditions"
 
 [inputs]
@@ -517,12 +524,13 @@ name = "last-skipped"
 if = "false"
 run = "echo last-skipped >> {LEDGER}"
 )",
-                                                                 {{"LEDGER", ledger}})));
+                                                   {{"LEDGER", ledger}})));
   // A job whose only task is skipped ends at once, and only once.
-  const std::string lone = SubmitCli(
-      c, JobFile(c, "lone", "name = \"lone\"\n[[tasks]]\nname = \"t\"\nif = "
-                            "\"{{ 1 > 2 }}\"\nrun = \"echo lone >> " +
-                                ledger + "\"\n"));
+  const std::string lone =
+      SubmitCli(c, JobFile(c, "lone",
+                           "name = \"lone\"\n[[tasks]]\nname = \"t\"\nif = "
+                           "\"{{ 1 > 2 }}\"\nrun = \"echo lone >> " +
+                               ledger + "\"\n"));
   JobView job = c.Wait(id);
   CHECK(job.state == "COMPLETED");
   CHECK(TaskNamed(job, "probe").state == "COMPLETED");
@@ -540,7 +548,8 @@ run = "echo last-skipped >> {LEDGER}"
   CommandResult logs = Drover(c, {"logs", id, "--task", "hooks"});
   REQUIRE(logs.exit_code == 0);
   CHECK_MESSAGE(
-      Contains(logs.err, "pre task 'skipped-pre' skipped: its condition is false"),
+      Contains(logs.err,
+               "pre task 'skipped-pre' skipped: its condition is false"),
       logs.err);
   CHECK(Contains(logs.err, "post task 'skipped-post' skipped"));
   CHECK(Drover(c, {"wait", lone}).exit_code == 0);
@@ -550,7 +559,8 @@ TEST_CASE("Semantics.AFailingExpressionFailsItsTaskWithItsMessage") {
   Cluster c;
   StartShellCluster(c);
   const std::string ledger = c.dir() + "/ledger";
-  const std::string in_run = SubmitCli(c, JobFile(c, "run", Fill(R"(
+  const std::string in_run = SubmitCli(c, JobFile(c, "run",
+                                                  Fill(R"(
 name = "bad run"
 [[tasks]]
 name = "ok"
@@ -562,7 +572,7 @@ run = "echo {{ tonumber('x') + 1 }}"
 name = "never"
 run = "echo never >> {LEDGER}"
 )",
-                                                                  {{"LEDGER", ledger}})));
+                                                       {{"LEDGER", ledger}})));
   const std::string in_if = SubmitCli(c, JobFile(c, "if", R"(
 name = "bad if"
 [[tasks]]
@@ -577,6 +587,23 @@ name = "bad"
 run = "true"
 env = { X = "{{ len(42) }}" }
 )"));
+  // The sandbox has no library to reach processes or files with.
+  const std::string escape = c.dir() + "/escaped";
+  std::vector<std::string> escapes;
+  for (const char* lib : {"os", "io"}) {
+    escapes.push_back(SubmitCli(
+        c, JobFile(c, lib,
+                   Fill(R"(
+name = "escape"
+[[tasks]]
+name = "{LIB}"
+run = "echo {{ os == nil and io == nil and {LIB}.{CALL} }}"
+)",
+                        {{"LIB", lib},
+                         {"CALL", std::string(lib) == "os"
+                                      ? "execute('touch " + escape + "')"
+                                      : "open('" + escape + "', 'w')"}}))));
+  }
   JobView run = c.Wait(in_run);
   CHECK(run.state == "FAILED");
   const TaskView& bad = TaskNamed(run, "bad");
@@ -600,6 +627,14 @@ env = { X = "{{ len(42) }}" }
   CHECK_MESSAGE(Contains(env.tasks[0].error.value_or(""),
                          "in env X: expression 'len(42)'"),
                 env.tasks[0].error.value_or(""));
+  for (const std::string& e : escapes) {
+    JobView sandbox = c.Wait(e);
+    CHECK(sandbox.state == "FAILED");
+    const TaskView& t = sandbox.tasks[0];
+    CHECK_MESSAGE(Contains(t.error.value_or(""), "(global '" + t.name + "')"),
+                  t.error.value_or(""));
+  }
+  CHECK_FALSE(fs::exists(escape));
   // The CLI says why.
   CommandResult w = Drover(c, {"wait", in_env});
   CHECK(w.exit_code == 1);
@@ -654,6 +689,7 @@ env = { X = "{{ 'tok-5ecret-Zq9' .. nil }}" }
   CommandResult logs = Drover(c, {"logs", id});
   REQUIRE(logs.exit_code == 0);
   const std::string all_logs = logs.out + logs.err;
+  CAPTURE(all_logs);
   CHECK(Contains(all_logs, "token-ok"));  // the task did see the secret
   CHECK(Contains(all_logs, "stdout [redacted]"));
   CHECK(Contains(all_logs, "stderr [redacted]"));
@@ -663,8 +699,10 @@ env = { X = "{{ 'tok-5ecret-Zq9' .. nil }}" }
 
   CommandResult status = Drover(c, {"status", id, "--json"});
   REQUIRE(status.exit_code == 0);
-  CHECK(Contains(status.out, "[redacted]"));
   CHECK_FALSE(Contains(status.out, secret));
+  json sj = StatusJson(c, id);
+  CHECK(sj.at("tasks").at(0).at("output") == "[redacted]");
+  CHECK(Contains(sj.at("error").get<std::string>(), "[redacted]"));
   status = Drover(c, {"status", id});
   CHECK(Contains(status.out, "[redacted]"));
   CHECK_FALSE(Contains(status.out + status.err, secret));
@@ -711,15 +749,16 @@ TEST_CASE("Semantics.RetriesBackOffAndStatusShowsEveryAttemptsError") {
   StartShellCluster(c);
   const std::string counter = c.dir() + "/counter";
   const std::string stamps = c.dir() + "/stamps";
-  const std::string id = SubmitCli(c, JobFile(c, "flaky", Fill(R"(
+  const std::string id =
+      SubmitCli(c, JobFile(c, "flaky",
+                           Fill(R"(
 name = "flaky"
 [[tasks]]
 name = "flaky"
 run = "n=$(cat {COUNTER} 2>/dev/null || echo 0); n=$((n + 1)); echo $n > {COUNTER}; date +%s%N >> {STAMPS}; [ $n -ge 3 ] || exit 7"
 retry = { limit = 3, initial_delay = "200ms", max_delay = "250ms" }
 )",
-                                                               {{"COUNTER", counter},
-                                                                {"STAMPS", stamps}})));
+                                {{"COUNTER", counter}, {"STAMPS", stamps}})));
   CommandResult w = Drover(c, {"wait", id});
   CHECK_MESSAGE(w.exit_code == 0, w.err);
   JobView job = c.Status(id);
@@ -728,9 +767,9 @@ retry = { limit = 3, initial_delay = "200ms", max_delay = "250ms" }
   CHECK(t.state == "COMPLETED");
   CHECK(t.attempts == 3);
   CHECK(t.exit_code == 0);
-  CHECK(t.errors == std::vector<std::string>{
-                        "attempt 1 on w1: exited with code 7",
-                        "attempt 2 on w1: exited with code 7"});
+  CHECK(t.errors ==
+        std::vector<std::string>{"attempt 1 on w1: exited with code 7",
+                                 "attempt 2 on w1: exited with code 7"});
   CommandResult status = Drover(c, {"status", id});
   CHECK(Contains(status.out, "attempt 1 on w1: exited with code 7"));
   CHECK(Contains(status.out, "attempt 2 on w1: exited with code 7"));
@@ -739,18 +778,21 @@ retry = { limit = 3, initial_delay = "200ms", max_delay = "250ms" }
   std::vector<std::string> s = Lines(ReadFile(stamps));
   REQUIRE(s.size() == 3);
   for (size_t i = 1; i < s.size(); ++i) {
-    const long long gap_ms = (std::stoll(s[i]) - std::stoll(s[i - 1])) / 1000000;
+    const long long gap_ms =
+        (std::stoll(s[i]) - std::stoll(s[i - 1])) / 1000000;
     CHECK_MESSAGE(gap_ms >= (i == 1 ? 100 : 125), "retry " << i);
   }
   CommandResult logs = Drover(c, {"logs", id});
-  CHECK(Contains(logs.err, "attempt 1 failed: exited with code 7; retrying in"));
+  CHECK(
+      Contains(logs.err, "attempt 1 failed: exited with code 7; retrying in"));
 }
 
 TEST_CASE("Semantics.AFailedTaskFailsTheJobLetsRunningSiblingsFinish") {
   Cluster c;
   StartShellCluster(c, {"default:3"});
   const std::string ledger = c.dir() + "/ledger";
-  const std::string id = SubmitCli(c, JobFile(c, "failure", Fill(R"(
+  const std::string id = SubmitCli(c, JobFile(c, "failure",
+                                              Fill(R"(
 name = "failure"
 
 [[tasks]]
@@ -778,7 +820,7 @@ name = "second-failure"
 depends_on = []
 run = "sleep 0.7; exit 4"
 )",
-                                                                 {{"LEDGER", ledger}})));
+                                                   {{"LEDGER", ledger}})));
   CommandResult w = Drover(c, {"wait", id});
   CHECK(w.exit_code == 1);
   CHECK(Contains(w.err, "task 'bad' failed: exited with code 3"));
@@ -810,7 +852,8 @@ TEST_CASE("Semantics.TimeoutKillsTheWholeProcessGroup") {
   StartShellCluster(c);
   const std::string pids = c.dir() + "/pids";
   // The shell backgrounds a grandchild; both must die at the timeout.
-  const std::string id = SubmitCli(c, JobFile(c, "timeout", Fill(R"(
+  const std::string id = SubmitCli(c, JobFile(c, "timeout",
+                                              Fill(R"(
 name = "timeout"
 [[tasks]]
 name = "hang"
@@ -818,7 +861,7 @@ run = "sleep 30 & echo $! >> {PIDS}; echo $$ >> {PIDS}; sleep 30"
 timeout = "500ms"
 retry = { limit = 1, initial_delay = "50ms" }
 )",
-                                                                 {{"PIDS", pids}})));
+                                                   {{"PIDS", pids}})));
   JobView job = c.Wait(id, 20s);
   CHECK(job.state == "FAILED");
   const TaskView& t = job.tasks[0];
@@ -839,7 +882,9 @@ TEST_CASE("Semantics.CancelStopsRunningTasksAndStartsNothingMore") {
   StartShellCluster(c, {"default:1"});
   const std::string pids = c.dir() + "/pids";
   const std::string ledger = c.dir() + "/ledger";
-  const std::string id = SubmitCli(c, JobFile(c, "cancel", Fill(R"(
+  const std::string id =
+      SubmitCli(c, JobFile(c, "cancel",
+                           Fill(R"(
 name = "cancel me"
 
 [[tasks]]
@@ -855,14 +900,16 @@ name = "waiting-for-a-slot"
 depends_on = []
 run = "echo waiting >> {LEDGER}"
 )",
-                                                                {{"PIDS", pids},
-                                                                 {"LEDGER", ledger}})));
+                                {{"PIDS", pids}, {"LEDGER", ledger}})));
   REQUIRE(Cluster::Eventually([&] {
     return c.Status(id).tasks[0].state == "RUNNING" &&
            Lines(ReadFile(pids)).size() == 2;
   }));
   CHECK(c.Status(id).tasks[2].state == "PENDING");  // no free slot
-  CommandResult r = Drover(c, {"cancel", id});
+  CommandResult r = Drover(c, {"wait", id, "--timeout", "200ms"});
+  CHECK(r.exit_code == 3);  // timed out waiting
+  CHECK(Contains(r.err, "did not end within 200ms"));
+  r = Drover(c, {"cancel", id});
   CHECK_MESSAGE(r.exit_code == 0, r.err);
   CHECK(r.out == id + " CANCELLED\n");
   JobView job = c.Status(id);
@@ -876,9 +923,10 @@ run = "echo waiting >> {LEDGER}"
   CHECK(Drover(c, {"wait", id}).exit_code == 1);
 
   // The slot is free again, and what was cancelled never starts.
-  const std::string next = SubmitCli(
-      c, JobFile(c, "next", "name = \"next\"\n[[tasks]]\nname = \"t\"\nrun = "
-                            "\"true\"\n"));
+  const std::string next =
+      SubmitCli(c, JobFile(c, "next",
+                           "name = \"next\"\n[[tasks]]\nname = \"t\"\nrun = "
+                           "\"true\"\n"));
   CHECK(c.Wait(next).state == "COMPLETED");
   CHECK_FALSE(fs::exists(ledger));
   CHECK(c.Status(id).state == "CANCELLED");
@@ -936,7 +984,7 @@ run = "sleep 5"
   CHECK(own.output == "da-tb-dadb");
   const TaskView& inherits = TaskNamed(job, "inherits");
   CHECK(inherits.state == "FAILED");
-  CHECK(inherits.attempts == 2);  // the default retry
+  CHECK(inherits.attempts == 2);                     // the default retry
   CHECK(inherits.error == "timed out after 400ms");  // the default timeout
 }
 
@@ -953,15 +1001,15 @@ TEST_CASE("Semantics.PreAndPostRunOnTheirTasksWorkerAndShareItsScratch") {
 [[tasks]]
 name = "t{I}"
 depends_on = []
-run = "echo main >> trail; printf '%s|%s' \"$DROVER_SCRATCH\" \"$(cat trail | tr '\n' ' ')\" > \"$DROVER_OUTPUT\"; sleep 0.2"
+run = "echo main >> trail; printf '%s|%s' \"$DROVER_SCRATCH\" \"$(cat trail | tr '\n' ' ')\" >> \"$DROVER_OUTPUT\"; sleep 0.2"
 
 [[tasks.pre]]
 name = "pre"
-run = "echo pre > \"$DROVER_SCRATCH/trail\""
+run = "echo pre > \"$DROVER_SCRATCH/trail\"; echo pre-output > \"$DROVER_OUTPUT\""
 
 [[tasks.post]]
 name = "post"
-run = "echo post >> trail; printf '%s|%s\n' \"$DROVER_SCRATCH\" \"$(cat trail | tr '\n' ' ')\" >> {LEDGER}"
+run = "echo post >> trail; printf '%s|%s\n' \"$DROVER_SCRATCH\" \"$(cat trail | tr '\n' ' ')\" >> {LEDGER}; echo post-output >> \"$DROVER_OUTPUT\""
 )",
                  {{"I", std::to_string(i)}, {"LEDGER", ledger}});
   }
@@ -974,20 +1022,23 @@ run = "echo post >> trail; printf '%s|%s\n' \"$DROVER_SCRATCH\" \"$(cat trail | 
     CAPTURE(t.name);
     const std::string out = t.output.value_or("");
     const std::string scratch = out.substr(0, out.find('|'));
-    // The main task found the pre task's file, in the worker's work dir.
+    // The main task found the pre task's file, in the worker's work dir;
+    // the output is the main task's alone.
     CHECK(out == scratch + "|pre main ");
     REQUIRE(t.worker);
     workers.insert(*t.worker);
     CHECK(scratch.rfind(c.dir() + "/work-" + *t.worker + "/", 0) == 0);
     // The post task ran after it, in the same place.
-    CHECK(std::count(posts.begin(), posts.end(),
-                     scratch + "|pre main post ") == 1);
+    CHECK(std::count(posts.begin(), posts.end(), scratch + "|pre main post ") ==
+          1);
   }
   CHECK(workers.size() == 2);
 
   // A failing pre task fails the task before it runs; a failing post task
   // fails it after; a failing main task runs no post task.
-  const std::string failing = SubmitCli(c, JobFile(c, "failing-hooks", Fill(R"(
+  const std::string failing =
+      SubmitCli(c, JobFile(c, "failing-hooks",
+                           Fill(R"(
 name = "failing hooks"
 
 [[tasks]]
@@ -1008,7 +1059,7 @@ depends_on = []
 run = "exit 7"
 post = [{ name = "ship", run = "echo main-fails-post >> {LEDGER}" }]
 )",
-                                                                         {{"LEDGER", c.dir() + "/ledger2"}})));
+                                {{"LEDGER", c.dir() + "/ledger2"}})));
   JobView f = c.Wait(failing);
   CHECK(f.state == "FAILED");
   CHECK(TaskNamed(f, "pre-fails").error ==
@@ -1032,9 +1083,8 @@ TEST_CASE("Semantics.EveryExampleInJobsMdRunsEndToEnd") {
   Cluster c;
   c.StartScheduler();
   std::vector<std::string> worker = {
-      "--runtime", "docker",  "--runtime", "shell",
-      "--queue",   "default:4", "--queue", "maintenance:1",
-      "--queue",   "batch:2"};
+      "--runtime", "docker",  "--runtime",     "shell",   "--queue",
+      "default:4", "--queue", "maintenance:1", "--queue", "batch:2"};
   if (const char* host = std::getenv("DOCKER_HOST");
       host != nullptr && std::string(host).rfind("unix://", 0) == 0) {
     worker.push_back("--docker-socket");
@@ -1090,25 +1140,24 @@ TEST_CASE("Semantics.EveryExampleInJobsMdRunsEndToEnd") {
     return body.size() > 2 && body[0] == '\x1f' && body[1] == '\x8b';
   };
   std::map<std::string, std::vector<ExampleRun>> runs;
-  runs["hello"] = {{{}, [&](const JobView& j) {
-                      CHECK(j.state == "COMPLETED");
-                      const std::string logs = c.Logs(j.id);
-                      CHECK(Contains(logs, "hello\n"));
-                      CHECK(Contains(logs, "this is a multi-line script\nbye\n"));
-                      CHECK(Started(TaskNamed(j, "date")) >=
-                            Finished(TaskNamed(j, "greet")));
-                      CHECK(Started(TaskNamed(j, "bye")) >=
-                            Finished(TaskNamed(j, "date")));
-                    }}};
-  runs["ci"] = {{{{"src", dir + "/app"}}, [&](const JobView& j) {
-                   CHECK(j.state == "COMPLETED");
-                   CHECK(Contains(sh("tar tzf " + dir + "/app/app.tgz"),
-                                  "dist/app"));
-                   CHECK(Contains(c.Logs(j.id, "notify"),
-                                  "ci job " + j.id + " started"));
-                   CHECK(Started(TaskNamed(j, "package")) >=
-                         Finished(TaskNamed(j, "lint")));
-                 }}};
+  runs["hello"] = {
+      {{}, [&](const JobView& j) {
+         CHECK(j.state == "COMPLETED");
+         const std::string logs = c.Logs(j.id);
+         CHECK(Contains(logs, "hello\n"));
+         CHECK(Contains(logs, "this is a multi-line script\nbye\n"));
+         CHECK(Started(TaskNamed(j, "date")) >=
+               Finished(TaskNamed(j, "greet")));
+         CHECK(Started(TaskNamed(j, "bye")) >= Finished(TaskNamed(j, "date")));
+       }}};
+  runs["ci"] = {
+      {{{"src", dir + "/app"}}, [&](const JobView& j) {
+         CHECK(j.state == "COMPLETED");
+         CHECK(Contains(sh("tar tzf " + dir + "/app/app.tgz"), "dist/app"));
+         CHECK(Contains(c.Logs(j.id, "notify"), "ci job " + j.id + " started"));
+         CHECK(Started(TaskNamed(j, "package")) >=
+               Finished(TaskNamed(j, "lint")));
+       }}};
   runs["release notes"] = {
       {{{"repo", dir + "/repo"},
         {"version", "1.5.0"},
@@ -1125,8 +1174,7 @@ TEST_CASE("Semantics.EveryExampleInJobsMdRunsEndToEnd") {
          CHECK(Contains(notes, "feat: b"));
        }},
       // Not asked to publish: skipped.
-      {{{"repo", dir + "/repo"}, {"version", "1.5.0"}},
-       [&](const JobView& j) {
+      {{{"repo", dir + "/repo"}, {"version", "1.5.0"}}, [&](const JobView& j) {
          CHECK(j.state == "COMPLETED");
          CHECK(TaskNamed(j, "publish").state == "SKIPPED");
        }}};
@@ -1144,8 +1192,7 @@ TEST_CASE("Semantics.EveryExampleInJobsMdRunsEndToEnd") {
                         "Authorization: Basic YmFja3VwOmNoYW5nZS1tZQ=="));
        }}};
   runs["unpack a release"] = {
-      {{{"url", http.Url("/releases/app-1.0.tar.gz")}},
-       [&](const JobView& j) {
+      {{{"url", http.Url("/releases/app-1.0.tar.gz")}}, [&](const JobView& j) {
          CHECK(j.state == "COMPLETED");
          const std::string logs = c.Logs(j.id);
          CHECK(Contains(logs, "./app-1.0/README"));
@@ -1194,7 +1241,7 @@ TEST_CASE("Semantics.EveryExampleInJobsMdRunsEndToEnd") {
   int n = 0;
   for (std::string block : DocExamples()) {
     std::smatch m;
-    REQUIRE(std::regex_search(block, m, std::regex(R"(name = "([^"]*)")")));
+    REQUIRE(std::regex_search(block, m, std::regex(R"re(name = "([^"]*)")re")));
     const std::string name = m[1];
     CAPTURE(name);
     names.insert(name);
@@ -1210,6 +1257,16 @@ TEST_CASE("Semantics.EveryExampleInJobsMdRunsEndToEnd") {
     }
   }
   CHECK(names.size() == runs.size());
+  // `image` takes expressions too: this one names the local busybox.
+  const std::string imaged = SubmitCli(c, JobFile(c, "image", R"(
+name = "image expression"
+[inputs]
+repo = "drover-test/busybox"
+[[tasks]]
+name = "t"
+image = "{{ inputs.repo }}:{{ 'lat' .. 'est' }}"
+run = "echo in a container"
+)"));
   for (const auto& [id, run] : submitted) {
     JobView job = c.Wait(id, 60s);
     CAPTURE(job.name);
@@ -1221,6 +1278,12 @@ TEST_CASE("Semantics.EveryExampleInJobsMdRunsEndToEnd") {
     }
     run->check(job);
   }
+  JobView image_job = c.Wait(imaged, 60s);
+  CHECK(image_job.state == "COMPLETED");
+  CommandResult logs = Drover(c, {"logs", imaged});
+  CHECK(Contains(logs.out, "in a container"));
+  CHECK_MESSAGE(Contains(logs.err, "(image drover-test/busybox:latest)"),
+                logs.err);
 }
 
 }  // namespace

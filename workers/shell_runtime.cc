@@ -237,14 +237,19 @@ RunOutcome ShellRuntime::Run(const TaskRun& task, LogSink& logs,
     out.infrastructure = true;
     return out;
   }
-  {
-    std::ofstream touch(output);
-  }
+  // The task's output is what its main process writes, as with the Docker
+  // runtime, where each pre and post task has a container (and an output
+  // file) of its own: theirs go to a file that is thrown away.
+  const std::filesystem::path hook_output = dir / "hook-output";
   auto run_step = [&](const TaskRun& t, const std::string& what) {
     TaskRun step_task = t;
     step_task.job_id = task.job_id;
     step_task.attempt = task.attempt;
-    Step s = RunProcess(step_task, scratch, output, logs, stop, kill_grace_);
+    const std::filesystem::path& out_file = what.empty() ? output : hook_output;
+    {
+      std::ofstream fresh(out_file, std::ios::trunc);  // exists, empty
+    }
+    Step s = RunProcess(step_task, scratch, out_file, logs, stop, kill_grace_);
     if (s.error.empty() && s.exit_code != 0) {
       s.error = "exited with code " + std::to_string(s.exit_code);
     }

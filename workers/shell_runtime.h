@@ -5,7 +5,8 @@
 //
 // Pre, main and post tasks of one attempt share a scratch directory
 // ($DROVER_SCRATCH), which stands in for the container volumes of the
-// Docker runtime. The environment is the task's `env` plus PATH, HOME and
+// Docker runtime; as there, the attempt's output is what the main task
+// writes to $DROVER_OUTPUT. The environment is the task's `env` plus PATH, HOME and
 // the DROVER_* variables; nothing else of the worker's leaks in.
 //
 // Thread-safe: Run may be called from many task threads at once.

@@ -11,28 +11,24 @@ namespace drover {
 namespace {
 
 // Sends a task's output to the worker loop as LogData frames, masking
-// secrets. A secret split across two writes is caught by holding back a
-// tail as long as the longest secret until the next write or the end.
+// secrets. A secret split across two writes is caught by holding back the
+// tail that could be the start of a secret, until the next write or the
+// end. Only such a tail is held: holding a fixed length would cut every
+// line and interleave stdout and stderr mid-line.
 class ForwardingSink final : public LogSink {
  public:
   ForwardingSink(AttemptRef ref, std::vector<std::string> secrets,
                  std::function<void(std::string)> post)
       : ref_(std::move(ref)), secrets_(std::move(secrets)),
-        post_(std::move(post)) {
-    for (const auto& s : secrets_) hold_ = std::max(hold_, s.size());
-  }
+        post_(std::move(post)) {}
   void Write(char stream, std::string_view data) override {
     std::lock_guard lock(mu_);
     std::string& pending = pending_[stream];
     pending.append(data);
-    if (pending.size() <= hold_) return;
     std::string masked = RedactSecrets(std::move(pending), secrets_);
-    pending.clear();
-    size_t keep = std::min(hold_, masked.size());
-    if (keep > 0) {
-      pending = masked.substr(masked.size() - keep);
-      masked.resize(masked.size() - keep);
-    }
+    const size_t keep = PartialSecretTail(masked);
+    pending = masked.substr(masked.size() - keep);
+    masked.resize(masked.size() - keep);
     Emit(stream, std::move(masked));
   }
   void Flush() {
@@ -52,10 +48,25 @@ class ForwardingSink final : public LogSink {
     m.data = std::move(data);
     post_(Encode(m));
   }
+  // Length of the longest tail of `text` that is the start of a secret.
+  size_t PartialSecretTail(std::string_view text) const {
+    size_t best = 0;
+    for (const std::string& secret : secrets_) {
+      if (secret.empty()) continue;
+      for (size_t n = std::min(secret.size() - 1, text.size()); n > best;
+           --n) {
+        if (text.substr(text.size() - n) ==
+            std::string_view(secret).substr(0, n)) {
+          best = n;
+          break;
+        }
+      }
+    }
+    return best;
+  }
   AttemptRef ref_;
   std::vector<std::string> secrets_;
   std::function<void(std::string)> post_;
-  size_t hold_ = 0;
   std::mutex mu_;
   std::map<char, std::string> pending_;
 };
@@ -265,9 +276,10 @@ void Worker::OnAssign(const Assign& a) {
         result.timed_out = out.timed_out;
         result.cancelled = out.cancelled;
         result.infrastructure = out.infrastructure;
-        spdlog::info("job {} task {} attempt {}: finished, exit code {}{}{}",
-                     ref.job_id, ref.task, ref.attempt, out.exit_code,
-                     result.error.empty() ? "" : ", error: ", result.error);
+        spdlog::info("job {} task {} attempt {}: '{}' finished, exit code {}{}{}",
+                     ref.job_id, ref.task, ref.attempt, run.task_name,
+                     out.exit_code, result.error.empty() ? "" : ", error: ",
+                     result.error);
         Post(Encode(result), &ref);
       });
   running_[a.ref] = std::move(attempt);
@@ -284,6 +296,10 @@ void Worker::OnSchedulerMessage(const std::string& body) {
     auto m = frame->As<Welcome>();
     if (!m.ok()) return;
     welcomed_ = true;
+    if (!ready_reported_) {
+      ready_reported_ = true;
+      if (on_ready_) on_ready_();
+    }
     // The scheduler judges liveness by its own interval: never beat slower.
     if (m->heartbeat_interval_ms > 0 &&
         std::chrono::milliseconds(m->heartbeat_interval_ms) <
@@ -347,11 +363,22 @@ void Worker::OnHeartbeatMessage(const std::string& body) {
   }
 }
 
+std::string Worker::StatusLine() const {
+  std::string line = std::to_string(running_.size()) + " tasks running";
+  if (stop_.load()) return "draining: " + line;
+  if (!welcomed_) return line + ", waiting for the scheduler at " + options_.tasks;
+  return line + ", connected to the scheduler at " + options_.tasks;
+}
+
 Status Worker::Run() {
   TimeMs drain_deadline = 0;
   bool said_goodbye = false;
   while (true) {
     const TimeMs now = clock_.Now();
+    if (now >= next_tick_) {
+      if (on_tick_) on_tick_();
+      next_tick_ = now + tick_period_.count();
+    }
     if (stop_.load()) {
       if (drain_deadline == 0) {
         drain_deadline = now + options_.shutdown_grace.count();
@@ -391,7 +418,9 @@ Status Worker::Run() {
         {nullptr, event_fd_, ZMQ_POLLIN, 0},
     };
     long timeout = std::clamp<long>(
-        static_cast<long>(next_heartbeat_ - clock_.Now()), 0, 200);
+        static_cast<long>(std::min(next_heartbeat_, next_tick_) -
+                          clock_.Now()),
+        0, 200);
     if (zmq_poll(items, 3, timeout) < 0 && zmq_errno() != EINTR) {
       return Status::Internal(std::string("poll: ") +
                               zmq_strerror(zmq_errno()));

@@ -17,6 +17,7 @@
 #include <atomic>
 #include <chrono>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -54,6 +55,21 @@ class Worker {
   // Serves until RequestStop, then drains (see WorkerOptions).
   Status Run();
   void RequestStop() { stop_.store(true); }
+  bool stopping() const { return stop_.load(); }
+
+  // Called once, from the loop, when the scheduler first welcomes this
+  // worker: from then on it takes tasks (systemd's READY=1).
+  void set_ready_callback(std::function<void()> cb) { on_ready_ = std::move(cb); }
+  // Called from the loop every `period` or a little later, while serving
+  // and while draining, e.g. to ping systemd's watchdog.
+  void set_tick_callback(std::chrono::milliseconds period,
+                         std::function<void()> cb) {
+    tick_period_ = period;
+    on_tick_ = std::move(cb);
+  }
+  // A line for status reports, e.g. "2 tasks running, connected to the
+  // scheduler at tcp://10.0.0.1:7701". Loop thread only.
+  std::string StatusLine() const;
 
  private:
   struct Attempt;
@@ -89,6 +105,11 @@ class Worker {
   TimeMs last_hello_ = 0;
   TimeMs next_heartbeat_ = 0;
   TimeMs next_resend_ = 0;
+  std::function<void()> on_ready_;
+  bool ready_reported_ = false;
+  std::function<void()> on_tick_;
+  std::chrono::milliseconds tick_period_{1000};
+  TimeMs next_tick_ = 0;
   SystemClock clock_;
 };
 

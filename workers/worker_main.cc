@@ -8,11 +8,12 @@
 #include <thread>
 
 #include <spdlog/spdlog.h>
-#include <systemd/sd-daemon.h>
 
 #include "docker_runtime.h"
 #include "drover/cli.h"
+#include "drover/config.h"
 #include "drover/job_spec.h"
+#include "drover/service_notifier.h"
 #include "shell_runtime.h"
 #include "worker.h"
 
@@ -22,6 +23,25 @@ drover::Worker* g_worker = nullptr;
 
 void OnSignal(int) {
   if (g_worker != nullptr) g_worker->RequestStop();
+}
+
+// --queue NAME:SLOTS, SLOTS a positive integer. Parsed again in main().
+CLI::Validator QueueValidator() {
+  return CLI::Validator(
+      [](std::string& q) -> std::string {
+        const size_t colon = q.rfind(':');
+        if (colon == std::string::npos || colon == 0) {
+          return "'" + q + "' must be NAME:SLOTS, e.g. default:4";
+        }
+        const std::string slots = q.substr(colon + 1);
+        if (slots.empty() || slots.size() > 6 ||
+            slots.find_first_not_of("0123456789") != std::string::npos ||
+            std::stoi(slots) < 1) {
+          return "'" + q + "': SLOTS must be a positive integer";
+        }
+        return "";
+      },
+      "NAME:SLOTS");
 }
 
 std::string DefaultName() {
@@ -44,38 +64,40 @@ int main(int argc, char** argv) {
   std::vector<std::string> queues, runtimes;
   app.add_option("--config", config, "TOML config file");
   app.add_option("--tasks", o.tasks, "scheduler's worker channel")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(EndpointValidator());
   app.add_option("--heartbeat", o.heartbeat, "scheduler's heartbeat channel")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(EndpointValidator());
   app.add_option("--name", o.name, "worker id (default: hostname-pid)");
   app.add_option("--queue", queues,
-                 "NAME:SLOTS, repeatable (default: default:<cores>)");
+                 "NAME:SLOTS, repeatable (default: default:<cores>)")
+      ->check(QueueValidator());
   app.add_option("--runtime", runtimes,
-                 "docker or shell, repeatable (default: docker)");
+                 "docker or shell, repeatable (default: docker)")
+      ->check(CLI::Validator(
+          [](std::string& r) -> std::string {
+            if (r == "docker" || r == "shell") return "";
+            return "'" + r + "' is not a runtime: docker or shell";
+          },
+          "docker|shell"));
   app.add_option("--docker-socket", docker_socket, "Docker Engine API socket")
       ->capture_default_str();
   app.add_option("--work-dir", work_dir, "scratch space (default: a temp dir)");
-  app.add_option("--heartbeat-interval", heartbeat_interval, "heartbeat period")
-      ->capture_default_str();
+  app.add_option("--heartbeat-interval", heartbeat_interval,
+                 "heartbeat period (at least 10ms)")
+      ->capture_default_str()
+      ->check(DurationValidator(std::chrono::milliseconds(10)));
   app.add_option("--shutdown-grace", shutdown_grace,
-                 "on SIGTERM, how long running tasks may finish")
-      ->capture_default_str();
+                 "on SIGTERM, how long running tasks may finish before they "
+                 "are handed back")
+      ->capture_default_str()
+      ->check(DurationValidator(std::chrono::milliseconds(0)));
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(LogLevelValidator());
   if (auto rc = ParseCommandLine(app, argc, argv)) return *rc;
-  const std::vector<ConfigKey> keys = {
-      {"tasks", ConfigKind::kString},
-      {"heartbeat", ConfigKind::kString},
-      {"name", ConfigKind::kString},
-      {"queue", ConfigKind::kStringList},
-      {"runtime", ConfigKind::kStringList},
-      {"docker-socket", ConfigKind::kString},
-      {"work-dir", ConfigKind::kString},
-      {"heartbeat-interval", ConfigKind::kDuration},
-      {"shutdown-grace", ConfigKind::kDuration},
-      {"log-level", ConfigKind::kString},
-  };
-  if (!ApplyConfig(app, config, keys)) return kExitUsage;
+  if (!ApplyConfig(app, config, WorkerConfigKeys())) return kExitUsage;
   if (!SetUpLogging(log_level, "drover-worker")) {
     std::cerr << "drover-worker: --log-level must be trace, debug, info, "
                  "warn or error\n";
@@ -103,16 +125,9 @@ int main(int argc, char** argv) {
   if (o.queues.empty()) {
     o.queues["default"] = std::max(1u, std::thread::hardware_concurrency());
   }
-  auto interval = ParseDuration(heartbeat_interval);
-  if (!interval || interval->count() < 10) {
-    return usage("--heartbeat-interval '" + heartbeat_interval +
-                 "' is not a duration of at least 10ms");
-  }
-  o.heartbeat_interval = *interval;
-  auto grace = ParseDuration(shutdown_grace);
-  if (!grace) return usage("--shutdown-grace '" + shutdown_grace +
-                           "' is not a duration");
-  o.shutdown_grace = *grace;
+  // Both checked by DurationValidator, from the flag or the file.
+  o.heartbeat_interval = *ParseDuration(heartbeat_interval);
+  o.shutdown_grace = *ParseDuration(shutdown_grace);
 
   std::error_code ec;
   bool own_work_dir = false;
@@ -173,9 +188,17 @@ int main(int argc, char** argv) {
   std::signal(SIGTERM, OnSignal);
   std::signal(SIGINT, OnSignal);
   std::signal(SIGPIPE, SIG_IGN);
-  sd_notify(0, "READY=1");
+  // Under systemd (Type=notify): READY=1 once the scheduler has welcomed
+  // this worker (it then takes tasks), STATUS= and WATCHDOG=1 from the
+  // loop, STOPPING=1 as soon as draining begins.
+  ServiceNotifier notifier;
+  worker.set_ready_callback([&] { notifier.Ready(worker.StatusLine()); });
+  worker.set_tick_callback(notifier.tick_period(), [&] {
+    if (worker.stopping()) notifier.Stopping(worker.StatusLine());
+    notifier.Tick(worker.StatusLine());
+  });
   st = worker.Run();
-  sd_notify(0, "STOPPING=1");
+  notifier.Stopping(worker.StatusLine());
   g_worker = nullptr;
   if (own_work_dir) std::filesystem::remove_all(work_dir, ec);
   if (!st.ok()) {

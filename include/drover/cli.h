@@ -6,6 +6,7 @@
 #define DROVER_CLI_H_
 
 #include <CLI/CLI.hpp>
+#include <chrono>
 #include <optional>
 #include <string>
 #include <vector>
@@ -22,7 +23,9 @@ inline constexpr int kExitUnreachable = 3; // scheduler unreachable/timed out
 inline constexpr int kExitAuth = 4;        // authentication refused
 
 // spdlog to stderr: one line per event with its level; colour only on a
-// terminal. `level` is trace, debug, info, warn or error; false if not.
+// terminal. When stderr is systemd's journal ($JOURNAL_STREAM), lines carry
+// a "<N>" priority prefix instead of a timestamp. `level` is trace, debug,
+// info, warn or error; false if not.
 bool SetUpLogging(const std::string& level, const std::string& name);
 
 // Reads the file named by --config (if given) and sets every option that
@@ -31,6 +34,16 @@ bool SetUpLogging(const std::string& level, const std::string& name);
 // returns false when the file has any.
 bool ApplyConfig(CLI::App& app, const std::string& path,
                  const std::vector<ConfigKey>& keys);
+
+// Checks for option values, attached with CLI::Option::check() so that a
+// bad value is refused the same way from a flag and (located) from the
+// config file.
+// A duration such as "1s" or "500ms" of at least `min`.
+CLI::Validator DurationValidator(std::chrono::milliseconds min);
+// trace, debug, info, warn or error.
+CLI::Validator LogLevelValidator();
+// A ZeroMQ endpoint this program can use: tcp://HOST:PORT or ipc://PATH.
+CLI::Validator EndpointValidator();
 
 // Parses argv; on --help/--version prints and returns 0, on a usage error
 // prints it and returns kExitUsage; nullopt when the program should run.

@@ -1,8 +1,11 @@
 // Config files: the optional TOML file each executable reads with
-// `--config FILE`. Keys are the long flag names without dashes; a flag
-// given on the command line overrides the file, which overrides the
-// built-in default. Unknown keys and values of the wrong type are errors
-// located as FILE:LINE:COL, like job-file errors.
+// `--config FILE`. Keys are the long flag names without the leading dashes
+// (`heartbeat-interval = "1s"`); a flag given on the command line overrides
+// the file, which overrides the built-in default. Unknown keys and values of
+// the wrong type are errors located as FILE:LINE:COL, like job-file errors.
+// Read by ApplyConfig (drover/cli.h) from droverd's and drover-worker's
+// main(); the commented examples are config/droverd.toml and
+// config/worker.toml.
 //
 // Thread-safe: pure functions.
 #ifndef DROVER_CONFIG_H_
@@ -41,9 +44,17 @@ struct ConfigFile {
   bool ok() const { return errors.empty(); }
 };
 
-// Reads `path`, checking every key against `keys`.
+// Reads `path`, checking every key against `keys`. Errors come in file
+// order; an unknown key's error points at the key and suggests the nearest
+// known one.
 ConfigFile ReadConfigFile(const std::string& path,
                           const std::vector<ConfigKey>& keys);
+
+// The keys each daemon accepts: every long flag but --config, --help and
+// --version. Declared here, not in the mains, so that tests can check the
+// example configs against them.
+const std::vector<ConfigKey>& DroverdConfigKeys();
+const std::vector<ConfigKey>& WorkerConfigKeys();
 
 }  // namespace drover
 

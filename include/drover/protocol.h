@@ -27,6 +27,74 @@
 
 namespace drover {
 
+// How every message below declares its fields: MSGPACK_DEFINE_MAP's
+// encoder, with a faster decoder. msgpack-c's own decoder builds a
+// std::map (a std::string per key) of every map it converts into a
+// struct, nested ones included, which made decoding most of what a
+// message cost droverd. This one finds each field by a scan of the map's
+// (few) pairs, with the same rules: every key must be a str (else
+// msgpack::type_error), the first of duplicate keys counts, a missing
+// field keeps its default, and each value converts as msgpack's decoder
+// converts it.
+#define DROVER_DEFINE_MAP(...)                                              \
+  template <typename Packer>                                                \
+  void msgpack_pack(Packer& msgpack_pk) const {                             \
+    msgpack::type::make_define_map MSGPACK_DEFINE_MAP_IMPL(__VA_ARGS__)     \
+        .msgpack_pack(msgpack_pk);                                          \
+  }                                                                         \
+  void msgpack_unpack(msgpack::object const& msgpack_o) {                   \
+    ::drover::wire_internal::MakeFieldMap MSGPACK_DEFINE_MAP_IMPL(         \
+        __VA_ARGS__)                                                        \
+        .Unpack(msgpack_o);                                                 \
+  }                                                                         \
+  template <typename MSGPACK_OBJECT>                                        \
+  void msgpack_object(MSGPACK_OBJECT* msgpack_o, msgpack::zone& msgpack_z)  \
+      const {                                                               \
+    msgpack::type::make_define_map MSGPACK_DEFINE_MAP_IMPL(__VA_ARGS__)     \
+        .msgpack_object(msgpack_o, msgpack_z);                              \
+  }
+
+namespace wire_internal {
+
+template <typename... Args>
+class FieldMap {
+ public:
+  explicit FieldMap(Args&... args) : fields_(args...) {}
+  void Unpack(const msgpack::object& o) const {
+    if (o.type != msgpack::type::MAP) throw msgpack::type_error();
+    const msgpack::object_kv* kv = o.via.map.ptr;
+    const uint32_t n = o.via.map.size;
+    for (uint32_t i = 0; i < n; ++i) {
+      if (kv[i].key.type != msgpack::type::STR) throw msgpack::type_error();
+    }
+    std::apply([&](auto&... f) { Fields(kv, n, f...); }, fields_);
+  }
+
+ private:
+  template <typename Name, typename T, typename... Rest>
+  static void Fields(const msgpack::object_kv* kv, uint32_t n,
+                     const Name& name, T& field, Rest&... rest) {
+    const std::string_view want(name);
+    for (uint32_t i = 0; i < n; ++i) {
+      if (std::string_view(kv[i].key.via.str.ptr, kv[i].key.via.str.size) ==
+          want) {
+        msgpack::v1::type::convert_helper(kv[i].val, field);
+        break;
+      }
+    }
+    if constexpr (sizeof...(Rest) > 0) Fields(kv, n, rest...);
+  }
+
+  std::tuple<Args&...> fields_;
+};
+
+template <typename... Args>
+FieldMap<Args...> MakeFieldMap(Args&... args) {
+  return FieldMap<Args...>(args...);
+}
+
+}  // namespace wire_internal
+
 inline constexpr uint32_t kProtocolVersion = 1;
 // Frames larger than this are refused before they are decoded.
 inline constexpr size_t kMaxFrameBytes = 4 << 20;
@@ -45,7 +113,7 @@ struct SubmitRequest {
   std::string source;     // the job file's TOML text
   std::string file_name;  // for error messages
   std::map<std::string, std::string> inputs;  // --input overrides
-  MSGPACK_DEFINE_MAP(v, type, id, source, file_name, inputs);
+  DROVER_DEFINE_MAP(v, type, id, source, file_name, inputs);
 };
 
 struct SubmitReply {
@@ -54,7 +122,7 @@ struct SubmitReply {
   std::string type{kType};
   uint64_t id = 0;
   std::string job_id;
-  MSGPACK_DEFINE_MAP(v, type, id, job_id);
+  DROVER_DEFINE_MAP(v, type, id, job_id);
 };
 
 // One task as `drover status` shows it.
@@ -69,8 +137,8 @@ struct TaskView {
   std::optional<std::string> started_at;   // RFC 3339
   std::optional<std::string> finished_at;
   std::vector<std::string> errors;  // every attempt's error, oldest first
-  MSGPACK_DEFINE_MAP(name, state, attempts, worker, exit_code, output, error,
-                     started_at, finished_at, errors);
+  DROVER_DEFINE_MAP(name, state, attempts, worker, exit_code, output, error,
+                    started_at, finished_at, errors);
 };
 
 struct JobView {
@@ -83,8 +151,8 @@ struct JobView {
   std::optional<std::string> error;
   std::map<std::string, std::string> inputs;
   std::vector<TaskView> tasks;  // empty in list replies
-  MSGPACK_DEFINE_MAP(id, name, state, created_at, started_at, finished_at,
-                     error, inputs, tasks);
+  DROVER_DEFINE_MAP(id, name, state, created_at, started_at, finished_at,
+                    error, inputs, tasks);
 };
 
 struct StatusRequest {
@@ -93,7 +161,7 @@ struct StatusRequest {
   std::string type{kType};
   uint64_t id = 0;
   std::string job_id;
-  MSGPACK_DEFINE_MAP(v, type, id, job_id);
+  DROVER_DEFINE_MAP(v, type, id, job_id);
 };
 
 struct StatusReply {
@@ -102,7 +170,7 @@ struct StatusReply {
   std::string type{kType};
   uint64_t id = 0;
   JobView job;
-  MSGPACK_DEFINE_MAP(v, type, id, job);
+  DROVER_DEFINE_MAP(v, type, id, job);
 };
 
 struct ListRequest {
@@ -112,7 +180,7 @@ struct ListRequest {
   uint64_t id = 0;
   std::string state;     // "" for all
   uint32_t limit = 100;
-  MSGPACK_DEFINE_MAP(v, type, id, state, limit);
+  DROVER_DEFINE_MAP(v, type, id, state, limit);
 };
 
 struct ListReply {
@@ -121,7 +189,7 @@ struct ListReply {
   std::string type{kType};
   uint64_t id = 0;
   std::vector<JobView> jobs;
-  MSGPACK_DEFINE_MAP(v, type, id, jobs);
+  DROVER_DEFINE_MAP(v, type, id, jobs);
 };
 
 struct LogsRequest {
@@ -132,7 +200,7 @@ struct LogsRequest {
   std::string job_id;
   std::string task;    // "" for every task
   uint64_t after = 0;  // only chunks with a greater seq
-  MSGPACK_DEFINE_MAP(v, type, id, job_id, task, after);
+  DROVER_DEFINE_MAP(v, type, id, job_id, task, after);
 };
 
 struct LogLine {
@@ -141,7 +209,7 @@ struct LogLine {
   std::string stream;  // "stdout", "stderr" or "drover"
   std::string data;
   uint64_t seq = 0;
-  MSGPACK_DEFINE_MAP(task, attempt, stream, data, seq);
+  DROVER_DEFINE_MAP(task, attempt, stream, data, seq);
 };
 
 struct LogsReply {
@@ -152,7 +220,7 @@ struct LogsReply {
   std::vector<LogLine> chunks;
   uint64_t last = 0;          // the cursor for the next request's "after"
   bool job_finished = false;  // no more output will come
-  MSGPACK_DEFINE_MAP(v, type, id, chunks, last, job_finished);
+  DROVER_DEFINE_MAP(v, type, id, chunks, last, job_finished);
 };
 
 struct CancelRequest {
@@ -161,7 +229,7 @@ struct CancelRequest {
   std::string type{kType};
   uint64_t id = 0;
   std::string job_id;
-  MSGPACK_DEFINE_MAP(v, type, id, job_id);
+  DROVER_DEFINE_MAP(v, type, id, job_id);
 };
 
 struct WorkerView {
@@ -171,7 +239,7 @@ struct WorkerView {
   std::vector<std::string> runtimes;
   uint32_t running = 0;
   std::optional<std::string> last_heartbeat;
-  MSGPACK_DEFINE_MAP(name, state, queues, runtimes, running, last_heartbeat);
+  DROVER_DEFINE_MAP(name, state, queues, runtimes, running, last_heartbeat);
 };
 
 struct WorkersRequest {
@@ -179,7 +247,7 @@ struct WorkersRequest {
   uint32_t v = kProtocolVersion;
   std::string type{kType};
   uint64_t id = 0;
-  MSGPACK_DEFINE_MAP(v, type, id);
+  DROVER_DEFINE_MAP(v, type, id);
 };
 
 struct WorkersReply {
@@ -188,7 +256,7 @@ struct WorkersReply {
   std::string type{kType};
   uint64_t id = 0;
   std::vector<WorkerView> workers;
-  MSGPACK_DEFINE_MAP(v, type, id, workers);
+  DROVER_DEFINE_MAP(v, type, id, workers);
 };
 
 // The reply to any request that failed, and what a daemon answers to a
@@ -201,7 +269,7 @@ struct ErrorReply {
   std::string code;     // a Code name, e.g. "InvalidArgument", "NotFound"
   std::string message;
   std::vector<std::string> details;  // e.g. one line per validation error
-  MSGPACK_DEFINE_MAP(v, type, id, code, message, details);
+  DROVER_DEFINE_MAP(v, type, id, code, message, details);
 };
 
 // ------------------------------------------------------------ worker channel
@@ -213,7 +281,7 @@ struct AttemptRef {
   std::string job_id;
   uint32_t task = 0;  // index in the job file
   uint32_t attempt = 0;
-  MSGPACK_DEFINE_MAP(job_id, task, attempt);
+  DROVER_DEFINE_MAP(job_id, task, attempt);
   bool operator<(const AttemptRef& o) const {
     return std::tie(job_id, task, attempt) <
            std::tie(o.job_id, o.task, o.attempt);
@@ -230,7 +298,7 @@ struct Hello {
   std::map<std::string, uint32_t> queues;  // queue -> slots
   std::vector<std::string> runtimes;
   std::vector<AttemptRef> running;  // attempts still running here
-  MSGPACK_DEFINE_MAP(v, type, name, instance, queues, runtimes, running);
+  DROVER_DEFINE_MAP(v, type, name, instance, queues, runtimes, running);
 };
 
 struct Welcome {
@@ -240,7 +308,7 @@ struct Welcome {
   std::string scheduler;  // the scheduler's instance id
   uint32_t heartbeat_interval_ms = 1000;
   std::vector<AttemptRef> abandon;  // attempts in `running` to stop at once
-  MSGPACK_DEFINE_MAP(v, type, scheduler, heartbeat_interval_ms, abandon);
+  DROVER_DEFINE_MAP(v, type, scheduler, heartbeat_interval_ms, abandon);
 };
 
 // The scheduler does not know this worker (it restarted, or declared the
@@ -249,7 +317,7 @@ struct Announce {
   static constexpr std::string_view kType = "announce";
   uint32_t v = kProtocolVersion;
   std::string type{kType};
-  MSGPACK_DEFINE_MAP(v, type);
+  DROVER_DEFINE_MAP(v, type);
 };
 
 // A task resolved for one attempt. Pre/post tasks travel inside `task`.
@@ -269,9 +337,9 @@ struct WireTask {
   int64_t memory_bytes = 0;
   std::vector<WireTask> pre;
   std::vector<WireTask> post;
-  MSGPACK_DEFINE_MAP(task_name, image, run, cmd, entrypoint, env, workdir,
-                     user, volumes, network, timeout_ms, cpus, memory_bytes,
-                     pre, post);
+  DROVER_DEFINE_MAP(task_name, image, run, cmd, entrypoint, env, workdir,
+                    user, volumes, network, timeout_ms, cpus, memory_bytes,
+                    pre, post);
 };
 
 struct Assign {
@@ -283,7 +351,7 @@ struct Assign {
   std::string runtime;  // "docker" or "shell"
   WireTask task;
   std::vector<std::string> redact;  // secret values to mask in logs/output
-  MSGPACK_DEFINE_MAP(v, type, ref, queue, runtime, task, redact);
+  DROVER_DEFINE_MAP(v, type, ref, queue, runtime, task, redact);
 };
 
 struct Started {
@@ -292,7 +360,7 @@ struct Started {
   std::string type{kType};
   AttemptRef ref;
   int64_t at_ms = 0;
-  MSGPACK_DEFINE_MAP(v, type, ref, at_ms);
+  DROVER_DEFINE_MAP(v, type, ref, at_ms);
 };
 
 struct LogData {
@@ -302,7 +370,7 @@ struct LogData {
   AttemptRef ref;
   std::string stream;  // "o", "e" or "s"
   std::string data;
-  MSGPACK_DEFINE_MAP(v, type, ref, stream, data);
+  DROVER_DEFINE_MAP(v, type, ref, stream, data);
 };
 
 struct TaskResult {
@@ -318,8 +386,8 @@ struct TaskResult {
   bool infrastructure = false;
   int64_t started_at_ms = 0;
   int64_t finished_at_ms = 0;
-  MSGPACK_DEFINE_MAP(v, type, ref, exit_code, output, error, timed_out,
-                     cancelled, infrastructure, started_at_ms, finished_at_ms);
+  DROVER_DEFINE_MAP(v, type, ref, exit_code, output, error, timed_out,
+                    cancelled, infrastructure, started_at_ms, finished_at_ms);
 };
 
 // The scheduler has durably recorded (or discarded) a result.
@@ -328,7 +396,7 @@ struct ResultAck {
   uint32_t v = kProtocolVersion;
   std::string type{kType};
   AttemptRef ref;
-  MSGPACK_DEFINE_MAP(v, type, ref);
+  DROVER_DEFINE_MAP(v, type, ref);
 };
 
 // Stop an attempt (cancel, or it was given up on).
@@ -338,7 +406,7 @@ struct Stop {
   std::string type{kType};
   AttemptRef ref;
   std::string reason;
-  MSGPACK_DEFINE_MAP(v, type, ref, reason);
+  DROVER_DEFINE_MAP(v, type, ref, reason);
 };
 
 // The worker could not take an assignment (no slot, no runtime, draining).
@@ -348,7 +416,7 @@ struct Reject {
   std::string type{kType};
   AttemptRef ref;
   std::string reason;
-  MSGPACK_DEFINE_MAP(v, type, ref, reason);
+  DROVER_DEFINE_MAP(v, type, ref, reason);
 };
 
 // The worker is leaving; `returned` are attempts it gives back unfinished.
@@ -357,7 +425,7 @@ struct Goodbye {
   uint32_t v = kProtocolVersion;
   std::string type{kType};
   std::vector<AttemptRef> returned;
-  MSGPACK_DEFINE_MAP(v, type, returned);
+  DROVER_DEFINE_MAP(v, type, returned);
 };
 
 // --------------------------------------------------------- heartbeat channel
@@ -379,8 +447,8 @@ struct WorkerHeartbeat {
   // yet acknowledged. The scheduler requeues an attempt it assigned here
   // that is missing from this list (the assignment was lost on the way).
   std::vector<AttemptRef> attempts;
-  MSGPACK_DEFINE_MAP(v, type, name, instance, state, running, at_ms,
-                     attempts);
+  DROVER_DEFINE_MAP(v, type, name, instance, state, running, at_ms,
+                    attempts);
 };
 
 struct SchedulerHeartbeat {
@@ -389,7 +457,7 @@ struct SchedulerHeartbeat {
   std::string type{kType};
   std::string instance;  // changes when the scheduler restarts
   int64_t at_ms = 0;
-  MSGPACK_DEFINE_MAP(v, type, instance, at_ms);
+  DROVER_DEFINE_MAP(v, type, instance, at_ms);
 };
 
 // ------------------------------------------------------------------- codec
