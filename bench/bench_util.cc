@@ -8,9 +8,9 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -143,7 +143,8 @@ ScratchDir::~ScratchDir() {
 
 Daemon::Daemon(const Setup& setup, std::string dir,
                std::vector<std::string> extra_flags)
-    : setup_(setup), dir_(std::move(dir)),
+    : setup_(setup),
+      dir_(std::move(dir)),
       extra_flags_(std::move(extra_flags)) {}
 
 Daemon::~Daemon() = default;
@@ -156,9 +157,9 @@ Status Daemon::Start(bool wait_ready) {
     std::istringstream words(prefix);
     for (std::string w; words >> w;) argv.push_back(w);
   }
-  argv.insert(argv.end(), {setup_.build_dir + "/droverd", "--data-dir",
-                           data_dir(), "--api", api(), "--tasks", tasks(),
-                           "--heartbeat", heartbeat()});
+  argv.insert(argv.end(),
+              {setup_.build_dir + "/droverd", "--data-dir", data_dir(), "--api",
+               api(), "--tasks", tasks(), "--heartbeat", heartbeat()});
   argv.insert(argv.end(), extra_flags_.begin(), extra_flags_.end());
   process_ = std::make_unique<Process>(
       argv, dir_ + "/droverd-" + std::to_string(++starts_) + ".log");
@@ -188,10 +189,14 @@ void Daemon::Kill(int sig) {
 std::unique_ptr<Process> Daemon::StartWorker(const std::string& name,
                                              std::vector<std::string> flags) {
   std::vector<std::string> argv = {setup_.build_dir + "/drover-worker",
-                                   "--name", name,
-                                   "--tasks", tasks(),
-                                   "--heartbeat", heartbeat(),
-                                   "--work-dir", dir_ + "/work-" + name};
+                                   "--name",
+                                   name,
+                                   "--tasks",
+                                   tasks(),
+                                   "--heartbeat",
+                                   heartbeat(),
+                                   "--work-dir",
+                                   dir_ + "/work-" + name};
   argv.insert(argv.end(), flags.begin(), flags.end());
   return std::make_unique<Process>(argv, dir_ + "/worker-" + name + ".log");
 }
@@ -209,8 +214,7 @@ Status Daemon::WaitWorkerReady(const std::string& name,
     }
     std::this_thread::sleep_for(5ms);
   }
-  return Status::Timeout("worker " + name + " never became ready; see " +
-                         dir_);
+  return Status::Timeout("worker " + name + " never became ready; see " + dir_);
 }
 
 // ---------------------------------------------------------------- Submitter

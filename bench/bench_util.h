@@ -16,7 +16,6 @@
 #include <memory>
 #include <string>
 #include <vector>
-
 #include <zmq.hpp>
 
 #include "drover/protocol.h"
@@ -91,6 +90,8 @@ class Daemon {
   Process* process() { return process_.get(); }
   const std::string& dir() const { return dir_; }
   std::string data_dir() const { return dir_ + "/data"; }
+  // Where droverd keeps its LevelDB store: --data-dir/db.
+  std::string store_dir() const { return data_dir() + "/db"; }
   std::string api() const { return "ipc://" + dir_ + "/api"; }
   std::string tasks() const { return "ipc://" + dir_ + "/tasks"; }
   std::string heartbeat() const { return "ipc://" + dir_ + "/heartbeat"; }

@@ -21,7 +21,6 @@
 #include <functional>
 #include <string>
 #include <thread>
-
 #include <zmq.hpp>
 
 #include "drover/protocol.h"

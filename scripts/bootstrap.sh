@@ -15,6 +15,7 @@ want=(
   clang libclang-rt-14-dev
   python3 python3-zmq python3-msgpack
   systemd
+  git curl
 )
 if [[ "${1:-}" == "--docker" ]]; then
   want+=(docker.io busybox-static docker-registry)

@@ -55,8 +55,9 @@ ConfigFile ReadConfigFile(const std::string& path,
   }
   for (const auto& [key, node] : table) {
     const std::string name(key.str());
-    auto known = std::find_if(keys.begin(), keys.end(),
-                              [&](const ConfigKey& k) { return k.name == name; });
+    auto known =
+        std::find_if(keys.begin(), keys.end(),
+                     [&](const ConfigKey& k) { return k.name == name; });
     if (known == keys.end()) {
       std::string best;
       size_t best_d = 3;
@@ -64,9 +65,9 @@ ConfigFile ReadConfigFile(const std::string& path,
         size_t d = EditDistance(name, k.name);
         if (d < best_d) best_d = d, best = k.name;
       }
-      error(Where(key.source()), "unknown key '" + name + "'" +
-                             (best.empty() ? "" : "; did you mean '" + best +
-                                                      "'?"));
+      error(Where(key.source()),
+            "unknown key '" + name + "'" +
+                (best.empty() ? "" : "; did you mean '" + best + "'?"));
       continue;
     }
     ConfigValue v;

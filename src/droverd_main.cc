@@ -1,9 +1,9 @@
 // droverd: the scheduler daemon. See the spec and docs/DEPLOY.md.
+#include <spdlog/spdlog.h>
+
 #include <csignal>
 #include <filesystem>
 #include <iostream>
-
-#include <spdlog/spdlog.h>
 
 #include "drover/cli.h"
 #include "drover/clock.h"
@@ -73,21 +73,23 @@ int main(int argc, char** argv) {
   }
   SystemClock clock;
   Server server(o, std::move(*store), clock);
-  Status st = server.Start();
-  if (!st.ok()) {
-    spdlog::critical("{}", st.ToString());
-    return kExitFailed;
-  }
+  // Before Start, which may take a while loading unfinished jobs: a SIGTERM
+  // then makes Run return at once instead of killing the process.
   g_server = &server;
   std::signal(SIGTERM, OnSignal);
   std::signal(SIGINT, OnSignal);
   std::signal(SIGPIPE, SIG_IGN);
+  Status st = server.Start();
+  if (!st.ok()) {
+    g_server = nullptr;
+    spdlog::critical("{}", st.ToString());
+    return kExitFailed;
+  }
   // Under systemd (Type=notify): READY=1 once the sockets are bound and
   // unfinished jobs loaded, STATUS= from the loop, WATCHDOG=1 at half of
   // WatchdogSec=, STOPPING=1 once the loop has ended.
   ServiceNotifier notifier;
-  server.set_ready_callback(
-      [&] { notifier.Ready(server.StatusLine()); });
+  server.set_ready_callback([&] { notifier.Ready(server.StatusLine()); });
   server.set_tick_callback(notifier.tick_period(),
                            [&] { notifier.Tick(server.StatusLine()); });
   st = server.Run();

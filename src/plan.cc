@@ -19,10 +19,10 @@ struct Plan::Job {
   std::vector<TaskRecord> tasks;
   std::vector<uint32_t> waiting;  // unmet dependencies per task
   std::vector<std::vector<uint32_t>> dependents;
-  std::vector<uint32_t> failures;    // failed attempts that count for retry
-  std::vector<size_t> log_bytes;     // of the current attempt
+  std::vector<uint32_t> failures;  // failed attempts that count for retry
+  std::vector<size_t> log_bytes;   // of the current attempt
   std::map<std::string, std::string> vars;  // tasks.VAR
-  bool failing = false;  // a task failed: start nothing new
+  bool failing = false;                     // a task failed: start nothing new
   // Tasks [0, final_prefix) are in a terminal state, which is final, so
   // FinishIfDone resumes its scan there instead of rescanning the job.
   size_t final_prefix = 0;
@@ -70,8 +70,7 @@ NewJobRecords MakeJobRecords(std::string id, const JobSpec& spec,
   return r;
 }
 
-Plan::Plan(PlanOptions options, uint64_t seed)
-    : options_(options), rng_(seed) {
+Plan::Plan(PlanOptions options, uint64_t seed) : options_(options), rng_(seed) {
   if (options_.adopt_grace.count() == 0) {
     options_.adopt_grace =
         options_.heartbeat_interval * (options_.heartbeat_liveness + 1);
@@ -280,8 +279,8 @@ Result<TaskRun> Resolve(const TaskSpec& spec, const ExpressionContext& plain,
       if (!p.if_expr.empty()) {
         auto cond = EvaluateCondition(p.if_expr, plain);
         if (!cond.ok()) {
-          return Status::InvalidArgument(what + " in if: " +
-                                         cond.status().message());
+          return Status::InvalidArgument(what +
+                                         " in if: " + cond.status().message());
         }
         if (!*cond) {
           skipped->push_back(what);
@@ -392,8 +391,8 @@ void Plan::FailTask(Job& job, uint32_t index, const std::string& error,
   FinishIfDone(job, now, fx);
 }
 
-void Plan::Requeue(Job& job, uint32_t index, const std::string& why,
-                   TimeMs now, Effects& fx) {
+void Plan::Requeue(Job& job, uint32_t index, const std::string& why, TimeMs now,
+                   Effects& fx) {
   TaskRecord& t = job.tasks[index];
   t.state = TaskState::kPending;
   t.not_before = 0;
@@ -443,8 +442,8 @@ void Plan::OnHello(const Hello& hello, TimeMs now, Effects& fx) {
   const bool same_life = w.instance == hello.instance && w.alive;
   w.instance = hello.instance;
   w.slots = hello.queues;
-  w.runtimes = std::set<std::string>(hello.runtimes.begin(),
-                                     hello.runtimes.end());
+  w.runtimes =
+      std::set<std::string>(hello.runtimes.begin(), hello.runtimes.end());
   w.alive = true;
   w.state = "ready";
   w.last_seen = now;
@@ -513,8 +512,9 @@ void Plan::OnHeartbeat(const WorkerHeartbeat& hb, TimeMs now, Effects& fx) {
     Job* job = nullptr;
     TaskRecord* t = FindAttempt(ref, &job);
     if (t == nullptr || t->worker != w.name) continue;
-    Note(*job, ref.task, "attempt " + std::to_string(ref.attempt) +
-                             " never reached worker " + w.name + "; requeued",
+    Note(*job, ref.task,
+         "attempt " + std::to_string(ref.attempt) + " never reached worker " +
+             w.name + "; requeued",
          fx);
     Requeue(*job, ref.task, "never reached worker " + w.name, now, fx);
   }
@@ -558,8 +558,8 @@ void Plan::OnLog(const std::string& worker, const LogData& m, Effects& fx) {
   c.attempt = m.ref.attempt;
   c.stream = m.stream[0];
   c.data = Redact(*job, m.data);
-  c.data.resize(std::min(c.data.size(),
-                         options_.max_log_bytes_per_attempt - used));
+  c.data.resize(
+      std::min(c.data.size(), options_.max_log_bytes_per_attempt - used));
   used += c.data.size();
   if (used >= options_.max_log_bytes_per_attempt) {
     c.data += "\n[drover: log limit reached; further output dropped]\n";
@@ -578,8 +578,8 @@ Millis Plan::Backoff(const RetryPolicy& p, uint32_t failures) {
   return Millis(static_cast<int64_t>(d / 2 + half(rng_)));
 }
 
-void Plan::OnResult(const std::string& worker, const TaskResult& m,
-                    TimeMs now, Effects& fx) {
+void Plan::OnResult(const std::string& worker, const TaskResult& m, TimeMs now,
+                    Effects& fx) {
   ReleaseSlot(worker, m.ref);
   ResultAck ack;
   ack.ref = m.ref;
@@ -594,7 +594,8 @@ void Plan::OnResult(const std::string& worker, const TaskResult& m,
   orphans_.erase(m.ref);
   const uint32_t index = m.ref.task;
   const TaskSpec& spec = job->spec.tasks[index];
-  if (t->started_at == 0) t->started_at = m.started_at_ms ? m.started_at_ms : now;
+  if (t->started_at == 0)
+    t->started_at = m.started_at_ms ? m.started_at_ms : now;
   t->exit_code = m.exit_code;
   t->output = Redact(*job, m.output);
   t->finished_at = m.finished_at_ms ? m.finished_at_ms : now;
@@ -632,9 +633,10 @@ void Plan::OnResult(const std::string& worker, const TaskResult& m,
     wit->second->state = "degraded";
   }
   if (m.infrastructure && !job->failing) {
-    Note(*job, index, "attempt " + std::to_string(m.ref.attempt) +
-                          " could not run on " + worker + ": " + error +
-                          "; requeued", fx);
+    Note(*job, index,
+         "attempt " + std::to_string(m.ref.attempt) + " could not run on " +
+             worker + ": " + error + "; requeued",
+         fx);
     Requeue(*job, index, error, now, fx);
     return;
   }
@@ -644,9 +646,10 @@ void Plan::OnResult(const std::string& worker, const TaskResult& m,
     t->state = TaskState::kPending;
     t->not_before = now + delay.count();
     fx.tasks.push_back(*t);
-    Note(*job, index, "attempt " + std::to_string(m.ref.attempt) +
-                          " failed: " + error + "; retrying in " +
-                          FormatDuration(delay), fx);
+    Note(*job, index,
+         "attempt " + std::to_string(m.ref.attempt) + " failed: " + error +
+             "; retrying in " + FormatDuration(delay),
+         fx);
     delayed_.insert({t->not_before, TaskKey{job->rec.id, index}});
     return;
   }
@@ -659,8 +662,8 @@ void Plan::OnReject(const std::string& worker, const Reject& m, TimeMs now,
   Job* job = nullptr;
   TaskRecord* t = FindAttempt(m.ref, &job);
   if (t == nullptr || t->worker != worker) return;
-  Requeue(*job, m.ref.task, "worker " + worker + " declined: " + m.reason,
-          now, fx);
+  Requeue(*job, m.ref.task, "worker " + worker + " declined: " + m.reason, now,
+          fx);
   // Not straight back to the same worker: wait an interval, by which time
   // its heartbeat has corrected what the scheduler believed of it.
   TaskRecord& again = job->tasks[m.ref.task];
@@ -698,8 +701,10 @@ void Plan::DeclareDead(Worker& w, TimeMs now, Effects& fx) {
     Job* job = nullptr;
     TaskRecord* t = FindAttempt(ref, &job);
     if (t == nullptr || t->worker != w.name) continue;
-    Note(*job, ref.task, "worker " + w.name + " stopped responding during attempt " +
-                             std::to_string(ref.attempt) + "; requeued", fx);
+    Note(*job, ref.task,
+         "worker " + w.name + " stopped responding during attempt " +
+             std::to_string(ref.attempt) + "; requeued",
+         fx);
     Requeue(*job, ref.task, "worker " + w.name + " stopped responding", now,
             fx);
   }
@@ -766,8 +771,8 @@ void Plan::Tick(TimeMs now, Effects& fx) {
       continue;
     }
     Requeue(*job, ref.task,
-            "its worker " + t->worker + " did not return after a restart",
-            now, fx);
+            "its worker " + t->worker + " did not return after a restart", now,
+            fx);
   }
   Dispatch(now, fx);
 }
@@ -799,8 +804,7 @@ bool Plan::TryAssign(Job& job, uint32_t index, TimeMs now, Effects& fx) {
   auto run = Resolve(spec, ContextFor(job.rec, job.spec, job.vars, false),
                      ContextFor(job.rec, job.spec, job.vars, true), &skipped);
   if (!run.ok()) {
-    FailTask(job, index, "expression error " + run.status().message(), now,
-             fx);
+    FailTask(job, index, "expression error " + run.status().message(), now, fx);
     return true;
   }
   TaskRecord& t = job.tasks[index];

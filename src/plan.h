@@ -32,7 +32,7 @@ namespace drover {
 struct Effects {
   std::vector<JobRecord> jobs;
   std::vector<TaskRecord> tasks;
-  std::vector<std::pair<std::string, LogChunk>> logs;  // (job id, chunk)
+  std::vector<std::pair<std::string, LogChunk>> logs;         // (job id, chunk)
   std::vector<std::pair<std::string, std::string>> messages;  // (worker, frame)
   bool empty() const {
     return jobs.empty() && tasks.empty() && logs.empty() && messages.empty();
@@ -128,8 +128,8 @@ class Plan {
   void OnTaskDone(Job& job, uint32_t index, TimeMs now, Effects& fx);
   void Requeue(Job& job, uint32_t index, const std::string& why, TimeMs now,
                Effects& fx);
-  void FailTask(Job& job, uint32_t index, const std::string& error,
-                TimeMs now, Effects& fx);
+  void FailTask(Job& job, uint32_t index, const std::string& error, TimeMs now,
+                Effects& fx);
   void FinishIfDone(Job& job, TimeMs now, Effects& fx);
   void ReleaseSlot(const std::string& worker, const AttemptRef& ref);
   void DeclareDead(Worker& w, TimeMs now, Effects& fx);
@@ -144,8 +144,8 @@ class Plan {
   std::vector<std::unique_ptr<Job>> ended_;  // see Job::ended
   std::map<std::string, std::unique_ptr<Worker>> workers_;
   std::map<std::string, std::deque<TaskKey>> ready_;  // by queue
-  std::set<std::pair<TimeMs, TaskKey>> delayed_;     // retry backoff
-  std::map<AttemptRef, TimeMs> orphans_;  // awaiting adoption, until
+  std::set<std::pair<TimeMs, TaskKey>> delayed_;      // retry backoff
+  std::map<AttemptRef, TimeMs> orphans_;     // awaiting adoption, until
   std::map<std::string, TimeMs> announced_;  // last Announce per worker
 };
 

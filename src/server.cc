@@ -174,8 +174,7 @@ Status Server::Run() {
     }
     timeout = std::clamp<long>(static_cast<long>(next_heartbeat_ - now), 0,
                                timeout);
-    timeout =
-        std::clamp<long>(static_cast<long>(next_tick_ - now), 0, timeout);
+    timeout = std::clamp<long>(static_cast<long>(next_tick_ - now), 0, timeout);
     zmq_pollitem_t items[] = {
         {api_.handle(), 0, ZMQ_POLLIN, 0},
         {tasks_.handle(), 0, ZMQ_POLLIN, 0},

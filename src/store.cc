@@ -15,6 +15,7 @@
 #include <chrono>
 #include <concepts>
 #include <cstdint>
+#include <cstring>
 #include <filesystem>
 #include <msgpack.hpp>
 #include <mutex>
@@ -65,12 +66,18 @@ constexpr size_t kIdRandomDigits = 4;
 constexpr size_t kIdLength = kIdMsDigits + kIdCounterDigits + kIdRandomDigits;
 constexpr size_t kMaxJobIdLength = 64;
 
-std::string Hex(uint64_t v, size_t width) {
-  std::string s(width, '0');
-  for (size_t i = width; i > 0; --i) {
+// Appends v as `width` lowercase hex digits.
+void AppendHex(std::string& s, uint64_t v, size_t width) {
+  s.resize(s.size() + width);
+  for (size_t i = s.size(); width > 0; --width, --i) {
     s[i - 1] = "0123456789abcdef"[v & 15];
     v >>= 4;
   }
+}
+
+std::string Hex(uint64_t v, size_t width) {
+  std::string s;
+  AppendHex(s, v, width);
   return s;
 }
 
@@ -96,8 +103,13 @@ std::string JobKey(std::string_view id) { return Cat(kJobPrefix, id); }
 std::string TaskPrefix(std::string_view id) {
   return Cat(kTaskPrefix, id, "/");
 }
+// Built in one allocation: one is made for every transition stored.
 std::string TaskKey(std::string_view id, uint32_t index) {
-  return Cat(TaskPrefix(id), Hex(index, kIndexDigits));
+  std::string key;
+  key.reserve(kTaskPrefix.size() + id.size() + 1 + kIndexDigits);
+  key.append(kTaskPrefix).append(id).push_back('/');
+  AppendHex(key, index, kIndexDigits);
+  return key;
 }
 std::string UnfinishedKey(std::string_view id) {
   return Cat(kUnfinishedPrefix, id);
@@ -140,7 +152,8 @@ void SeekToLastOf(leveldb::Iterator* it, std::string_view prefix) {
 // key range (a '/' would put its tasks under another job's prefix).
 Status CheckJobId(std::string_view id) {
   auto ok = [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_';
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') ||
+           (c >= 'A' && c <= 'Z') || c == '-' || c == '_';
   };
   if (id.empty() || id.size() > kMaxJobIdLength ||
       !std::all_of(id.begin(), id.end(), ok)) {
@@ -216,55 +229,147 @@ void Fields(R& r, F& f) {
   f("data", r.data);
 }
 
-using Packer = msgpack::packer<msgpack::sbuffer>;
+// A msgpack encoder that appends to a std::string: the bytes msgpack-c's
+// packer writes (the smallest form of each value), without its 8 KiB
+// buffer, its per-call bounds checks and the copy out of it. Records are
+// encoded for every transition stored.
+class Writer {
+ public:
+  explicit Writer(std::string& out) : out_(out) {}
+
+  void Nil() { out_.push_back(static_cast<char>(0xc0)); }
+  void Map(uint32_t n) { Header(n, 0x80, 0xde, 0xdf); }
+  void Array(uint32_t n) { Header(n, 0x90, 0xdc, 0xdd); }
+  void Str(std::string_view s) {
+    const size_t n = s.size();
+    if (n < 32) {  // most keys and values: one append
+      char buf[32];
+      buf[0] = static_cast<char>(0xa0 | n);
+      std::memcpy(buf + 1, s.data(), n);
+      out_.append(buf, n + 1);
+      return;
+    } else if (n < 256) {
+      out_.push_back(static_cast<char>(0xd9));
+      Big(n, 1);
+    } else if (n < 65536) {
+      out_.push_back(static_cast<char>(0xda));
+      Big(n, 2);
+    } else {
+      out_.push_back(static_cast<char>(0xdb));
+      Big(n, 4);
+    }
+    out_.append(s);
+  }
+  void Uint(uint64_t v) {
+    if (v < 128) {
+      out_.push_back(static_cast<char>(v));
+    } else if (v < 256) {
+      out_.push_back(static_cast<char>(0xcc));
+      Big(v, 1);
+    } else if (v < 65536) {
+      out_.push_back(static_cast<char>(0xcd));
+      Big(v, 2);
+    } else if (v <= UINT32_MAX) {
+      out_.push_back(static_cast<char>(0xce));
+      Big(v, 4);
+    } else {
+      out_.push_back(static_cast<char>(0xcf));
+      Big(v, 8);
+    }
+  }
+  void Int(int64_t v) {
+    if (v >= 0) return Uint(static_cast<uint64_t>(v));
+    const auto u = static_cast<uint64_t>(v);
+    if (v >= -32) {
+      out_.push_back(static_cast<char>(u));  // negative fixint
+    } else if (v >= INT8_MIN) {
+      out_.push_back(static_cast<char>(0xd0));
+      Big(u, 1);
+    } else if (v >= INT16_MIN) {
+      out_.push_back(static_cast<char>(0xd1));
+      Big(u, 2);
+    } else if (v >= INT32_MIN) {
+      out_.push_back(static_cast<char>(0xd2));
+      Big(u, 4);
+    } else {
+      out_.push_back(static_cast<char>(0xd3));
+      Big(u, 8);
+    }
+  }
+
+ private:
+  void Header(uint32_t n, uint8_t fix, uint8_t b16, uint8_t b32) {
+    if (n < 16) {
+      out_.push_back(static_cast<char>(fix | n));
+    } else if (n < 65536) {
+      out_.push_back(static_cast<char>(b16));
+      Big(n, 2);
+    } else {
+      out_.push_back(static_cast<char>(b32));
+      Big(n, 4);
+    }
+  }
+  // The low `bytes` bytes of v, big-endian.
+  void Big(uint64_t v, int bytes) {
+    for (int i = bytes - 1; i >= 0; --i) {
+      out_.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+    }
+  }
+  std::string& out_;
+};
 
 template <typename R>
-void PackRecord(Packer& pk, const R& r, bool versioned);
+void PackRecord(Writer& w, const R& r, bool versioned);
 
-void PackValue(Packer& pk, const std::string& v) { pk.pack(v); }
-void PackValue(Packer& pk, char v) { pk.pack(std::string_view(&v, 1)); }
-void PackValue(Packer& pk, JobState v) { pk.pack(JobStateName(v)); }
-void PackValue(Packer& pk, TaskState v) { pk.pack(TaskStateName(v)); }
-void PackValue(Packer& pk, const std::optional<int32_t>& v) {
+void PackValue(Writer& w, const std::string& v) { w.Str(v); }
+void PackValue(Writer& w, char v) { w.Str(std::string_view(&v, 1)); }
+void PackValue(Writer& w, JobState v) { w.Str(JobStateName(v)); }
+void PackValue(Writer& w, TaskState v) { w.Str(TaskStateName(v)); }
+void PackValue(Writer& w, const std::optional<int32_t>& v) {
   if (v) {
-    pk.pack(*v);
+    w.Int(*v);
   } else {
-    pk.pack_nil();
+    w.Nil();
   }
 }
-void PackValue(Packer& pk, const std::map<std::string, std::string>& v) {
-  pk.pack(v);
+void PackValue(Writer& w, const std::map<std::string, std::string>& v) {
+  w.Map(static_cast<uint32_t>(v.size()));
+  for (const auto& [k, val] : v) {
+    w.Str(k);
+    w.Str(val);
+  }
 }
-void PackValue(Packer& pk, const std::vector<AttemptRecord>& v) {
-  pk.pack_array(static_cast<uint32_t>(v.size()));
-  for (const AttemptRecord& a : v) PackRecord(pk, a, /*versioned=*/false);
+void PackValue(Writer& w, const std::vector<AttemptRecord>& v) {
+  w.Array(static_cast<uint32_t>(v.size()));
+  for (const AttemptRecord& a : v) PackRecord(w, a, /*versioned=*/false);
 }
-void PackValue(Packer& pk, uint32_t v) { pk.pack(v); }
-void PackValue(Packer& pk, int64_t v) { pk.pack(v); }
+void PackValue(Writer& w, uint32_t v) { w.Uint(v); }
+void PackValue(Writer& w, int64_t v) { w.Int(v); }
 
 template <typename R>
-void PackRecord(Packer& pk, const R& r, bool versioned) {
+void PackRecord(Writer& w, const R& r, bool versioned) {
   uint32_t fields = versioned ? 1 : 0;
   auto count = [&](const char*, const auto&) { ++fields; };
   Fields(r, count);
-  pk.pack_map(fields);
+  w.Map(fields);
   if (versioned) {
-    pk.pack(std::string_view("v"));
-    pk.pack(kRecordVersion);
+    w.Str("v");
+    w.Uint(kRecordVersion);
   }
   auto encode = [&](const char* name, const auto& v) {
-    pk.pack(std::string_view(name));
-    PackValue(pk, v);
+    w.Str(name);
+    PackValue(w, v);
   };
   Fields(r, encode);
 }
 
 template <typename R>
 std::string Encode(const R& r) {
-  msgpack::sbuffer buf;
-  Packer pk(buf);
-  PackRecord(pk, r, /*versioned=*/true);
-  return std::string(buf.data(), buf.size());
+  std::string out;
+  out.reserve(256);
+  Writer w(out);
+  PackRecord(w, r, /*versioned=*/true);
+  return out;
 }
 
 // Thrown by the decoder below and caught in Decode(); never leaves this
@@ -439,7 +544,21 @@ struct Store::Impl {
     int8_t job = -1;
     std::vector<int8_t> tasks;
   };
-  std::unordered_map<std::string, Live> live;
+  // Looked up by std::string_view, without building a key.
+  struct IdHash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const {
+      return std::hash<std::string_view>{}(s);
+    }
+  };
+  std::unordered_map<std::string, Live, IdHash, std::equal_to<>> live;
+
+  // Requires mu. The entry of job `id`, made if needed.
+  Live& LiveEntry(std::string_view id) {
+    auto it = live.find(id);
+    if (it == live.end()) it = live.emplace(std::string(id), Live{}).first;
+    return it->second;
+  }
 
   // Requires mu. Records the states a committed batch left.
   void Remember(const std::map<std::string, int>& states) {
@@ -451,7 +570,7 @@ struct Store::Impl {
         if (IsTerminal(static_cast<JobState>(state))) {
           ended.push_back(id);
         } else {
-          live[std::string(id)].job = static_cast<int8_t>(state);
+          LiveEntry(id).job = static_cast<int8_t>(state);
         }
       } else if (k.starts_with(kTaskPrefix)) {
         // t/ID/XXXXXXXX
@@ -461,12 +580,14 @@ struct Store::Impl {
         std::optional<uint64_t> index =
             ParseHex(rest.substr(rest.size() - kIndexDigits));
         if (!index || *index > (1u << 24)) continue;
-        std::vector<int8_t>& tasks = live[std::string(id)].tasks;
+        std::vector<int8_t>& tasks = LiveEntry(id).tasks;
         if (tasks.size() <= *index) tasks.resize(*index + 1, -1);
         tasks[*index] = static_cast<int8_t>(state);
       }
     }
-    for (std::string_view id : ended) live.erase(std::string(id));
+    for (std::string_view id : ended) {
+      if (auto it = live.find(id); it != live.end()) live.erase(it);
+    }
   }
 
   leveldb::ReadOptions Reading(bool fill_cache = true) const {
@@ -521,12 +642,9 @@ struct Store::Impl {
                                        std::string_view job_id,
                                        std::optional<uint32_t> index) const {
     if (auto it = batch.find(key); it != batch.end()) return {it->second};
-    if (index && batch.count(Cat(kNewJobNote, job_id))) {
-      return std::optional<int>();  // a new job has no stored tasks
-    }
     {
       std::lock_guard<std::mutex> lock(mu);
-      auto it = live.find(std::string(job_id));
+      auto it = live.find(job_id);
       if (it != live.end()) {
         const Live& l = it->second;
         if (!index && l.job >= 0) return {std::optional<int>(l.job)};
@@ -534,6 +652,9 @@ struct Store::Impl {
           return {std::optional<int>(l.tasks[*index])};
         }
       }
+    }
+    if (index && batch.count(Cat(kNewJobNote, job_id))) {
+      return std::optional<int>();  // a new job has no stored tasks
     }
     Result<std::optional<R>> stored = GetRecord<R>(key);
     if (!stored.ok()) return stored.status();
@@ -860,9 +981,8 @@ std::string Store::NewJobId() {
 Status Batch::PutJob(const JobRecord& job) {
   if (Status s = CheckJobId(job.id); !s.ok()) return s;
   std::string key = JobKey(job.id);
-  Result<std::optional<int>> from =
-      store_->impl_->FromState<JobRecord>(pending_state_, key, job.id,
-                                          std::nullopt);
+  Result<std::optional<int>> from = store_->impl_->FromState<JobRecord>(
+      pending_state_, key, job.id, std::nullopt);
   if (!from.ok()) return from.status();
   std::string who = "job " + job.id;
   if (!from->has_value()) {
@@ -890,9 +1010,8 @@ Status Batch::PutJob(const JobRecord& job) {
 Status Batch::PutTask(const TaskRecord& task) {
   if (Status s = CheckJobId(task.job_id); !s.ok()) return s;
   std::string key = TaskKey(task.job_id, task.index);
-  Result<std::optional<int>> from =
-      store_->impl_->FromState<TaskRecord>(pending_state_, key,
-                                           task.job_id, task.index);
+  Result<std::optional<int>> from = store_->impl_->FromState<TaskRecord>(
+      pending_state_, key, task.job_id, task.index);
   if (!from.ok()) return from.status();
   // Built only for an error: this runs for every transition.
   auto who = [&] {
@@ -911,8 +1030,8 @@ Status Batch::PutTask(const TaskRecord& task) {
              !s.ok()) {
     return Status::FailedPrecondition(who() + ": " + s.message());
   }
-  ops_.push_back({key, Encode(task)});
   pending_state_[key] = static_cast<int>(task.state);
+  ops_.push_back({std::move(key), Encode(task)});
   return Status::Ok();
 }
 

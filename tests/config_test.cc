@@ -2,17 +2,18 @@
 // then the real droverd and drover-worker: located errors and exit 2 for a
 // bad file, values from a good file in effect, flags over the file, and
 // the shipped examples in config/ complete and loadable.
+#include "drover/config.h"
+
 #include <doctest/doctest.h>
 
 #include <filesystem>
 #include <iostream>
-#include <sstream>
 #include <regex>
 #include <set>
+#include <sstream>
 
 #include "cluster.h"
 #include "drover/cli.h"
-#include "drover/config.h"
 
 namespace drover::testing {
 namespace {
@@ -92,7 +93,8 @@ TEST_CASE("Config.ReadsEveryKindOfValue") {
                                    "shutdown-grace = \"1m30s\"\n");
   ConfigFile f = ReadConfigFile(path, WorkerConfigKeys());
   REQUIRE_MESSAGE(f.ok(), Lines(f.errors).front());
-  CHECK(f.values.at("tasks").values == std::vector<std::string>{"ipc:///tmp/x"});
+  CHECK(f.values.at("tasks").values ==
+        std::vector<std::string>{"ipc:///tmp/x"});
   CHECK(f.values.at("tasks").where.line == 2);
   CHECK(f.values.at("queue").values == std::vector<std::string>{"a:1", "b:2"});
   // One string where a list is expected is a list of one.
@@ -110,13 +112,13 @@ TEST_CASE("Config.ReadsEveryKindOfValue") {
 TEST_CASE("Config.EveryBadValueIsLocatedInFileOrder") {
   TempDir t;
   const std::string path = t.Write("bad.toml",
-                                   "api = 5\n"                         // 1
-                                   "heartbeat-liveness = \"x\"\n"      // 2
-                                   "heartbeat-interval = \"soon\"\n"   // 3
-                                   "heartbeat_interval = \"1s\"\n"     // 4
-                                   "frobnicate = true\n"               // 5
-                                   "data-dir = [\"a\"]\n"              // 6
-                                   "heartbeat-liveness2 = -1\n");      // 7
+                                   "api = 5\n"                        // 1
+                                   "heartbeat-liveness = \"x\"\n"     // 2
+                                   "heartbeat-interval = \"soon\"\n"  // 3
+                                   "heartbeat_interval = \"1s\"\n"    // 4
+                                   "frobnicate = true\n"              // 5
+                                   "data-dir = [\"a\"]\n"             // 6
+                                   "heartbeat-liveness2 = -1\n");     // 7
   ConfigFile f = ReadConfigFile(path, DroverdConfigKeys());
   const std::vector<std::string> lines = Lines(f.errors);
   REQUIRE(lines.size() == 7);
@@ -152,7 +154,8 @@ TEST_CASE("Config.EveryBadValueIsLocatedInFileOrder") {
 
 TEST_CASE("Config.SyntaxErrorsAndMissingFilesAreReported") {
   TempDir t;
-  const std::string path = t.Write("syntax.toml", "log-level = \"info\"\napi = \"x\n");
+  const std::string path =
+      t.Write("syntax.toml", "log-level = \"info\"\napi = \"x\n");
   ConfigFile f = ReadConfigFile(path, DroverdConfigKeys());
   REQUIRE(f.errors.size() == 1);
   CHECK(f.errors[0].where.line == 2);
@@ -161,7 +164,8 @@ TEST_CASE("Config.SyntaxErrorsAndMissingFilesAreReported") {
   ConfigFile m = ReadConfigFile(t.path() + "/nope.toml", DroverdConfigKeys());
   REQUIRE(m.errors.size() == 1);
   CHECK(m.errors[0].ToString() ==
-        t.path() + "/nope.toml:0:0: error: cannot open: No such file or directory");
+        t.path() +
+            "/nope.toml:0:0: error: cannot open: No such file or directory");
 }
 
 TEST_CASE("Config.FlagOverridesFileOverridesDefault") {
@@ -186,15 +190,15 @@ TEST_CASE("Config.FlagOverridesFileOverridesDefault") {
                                        {"heartbeat", ConfigKind::kString},
                                        {"queue", ConfigKind::kStringList},
                                        {"log-level", ConfigKind::kString}};
-  std::vector<std::string> args = {"x", "--config", path, "--api",
-                                   "ipc:///from-flag", "--queue", "c:3"};
+  std::vector<std::string> args = {
+      "x", "--config", path, "--api", "ipc:///from-flag", "--queue", "c:3"};
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   REQUIRE(!ParseCommandLine(app, static_cast<int>(argv.size()), argv.data()));
   REQUIRE(ApplyConfig(app, config, keys));
-  CHECK(api == "ipc:///from-flag");            // the flag wins
-  CHECK(tasks == "ipc:///tasks-from-file");     // the file beats the default
-  CHECK(heartbeat == "tcp://default:3");        // in neither: the default
+  CHECK(api == "ipc:///from-flag");          // the flag wins
+  CHECK(tasks == "ipc:///tasks-from-file");  // the file beats the default
+  CHECK(heartbeat == "tcp://default:3");     // in neither: the default
   CHECK(queues == std::vector<std::string>{"c:3"});  // a flag replaces a list
   CHECK(log_level == "debug");
 }
@@ -223,12 +227,15 @@ TEST_CASE("Config.WellTypedButWrongValuesAreLocatedToo") {
   std::cerr.rdbuf(saved);
   CHECK(!ok);
   CHECK(err.str() ==
-        path + ":1:22: error: 'heartbeat-interval': '5ms' is shorter than "
-               "the minimum, 10ms\n" +
-            path + ":2:13: error: 'log-level': 'loud' is not one of trace, "
-                   "debug, info, warn, error\n" +
-            path + ":3:7: error: 'api': '127.0.0.1:7700' is not an endpoint "
-                   "such as tcp://127.0.0.1:7700 or ipc:///run/drover/api\n");
+        path +
+            ":1:22: error: 'heartbeat-interval': '5ms' is shorter than "
+            "the minimum, 10ms\n" +
+            path +
+            ":2:13: error: 'log-level': 'loud' is not one of trace, "
+            "debug, info, warn, error\n" +
+            path +
+            ":3:7: error: 'api': '127.0.0.1:7700' is not an endpoint "
+            "such as tcp://127.0.0.1:7700 or ipc:///run/drover/api\n");
 }
 
 TEST_CASE("Config.ExampleConfigsDocumentEveryKeyWithAValidValue") {
@@ -268,21 +275,26 @@ TEST_CASE("Config.EveryFlagIsAKeyAndEveryKeyAFlag") {
 
 TEST_CASE("Config.BadConfigStopsTheDaemonsWithLocatedErrors") {
   TempDir t;
-  const std::string d = t.Write("droverd.toml",
-                                "data-dir = \"" + t.path() + "/data\"\n"
-                                "heartbeat-liveness = \"x\"\n"
-                                "heartbeat-interval = \"1ms\"\n"
-                                "hearbeat = \"ipc:///x\"\n"
-                                "log-level = \"loud\"\n");
+  const std::string d =
+      t.Write("droverd.toml", "data-dir = \"" + t.path() +
+                                  "/data\"\n"
+                                  "heartbeat-liveness = \"x\"\n"
+                                  "heartbeat-interval = \"1ms\"\n"
+                                  "hearbeat = \"ipc:///x\"\n"
+                                  "log-level = \"loud\"\n");
   CommandResult r = RunCommand({BuildPath("droverd"), "--config", d}, {}, 10s);
   CHECK(r.exit_code == 2);
-  CHECK(r.err == d + ":2:22: error: 'heartbeat-liveness' must be a "
+  CHECK(r.err == d +
+                     ":2:22: error: 'heartbeat-liveness' must be a "
                      "non-negative integer\n" +
-                     d + ":3:22: error: 'heartbeat-interval': '1ms' is shorter "
+                     d +
+                     ":3:22: error: 'heartbeat-interval': '1ms' is shorter "
                      "than the minimum, 10ms\n" +
-                     d + ":4:1: error: unknown key 'hearbeat'; did you mean "
+                     d +
+                     ":4:1: error: unknown key 'hearbeat'; did you mean "
                      "'heartbeat'?\n" +
-                     d + ":5:13: error: 'log-level': 'loud' is not one of "
+                     d +
+                     ":5:13: error: 'log-level': 'loud' is not one of "
                      "trace, debug, info, warn, error\n");
   CHECK(!fs::exists(t.path() + "/data"));  // refused before touching anything
 
@@ -293,13 +305,17 @@ TEST_CASE("Config.BadConfigStopsTheDaemonsWithLocatedErrors") {
                                 "tasks = \"localhost:7701\"\n");
   r = RunCommand({BuildPath("drover-worker"), "--config", w}, {}, 10s);
   CHECK(r.exit_code == 2);
-  CHECK(r.err == w + ":1:9: error: 'queue': 'default:none': SLOTS must be a "
+  CHECK(r.err == w +
+                     ":1:9: error: 'queue': 'default:none': SLOTS must be a "
                      "positive integer\n" +
-                     w + ":2:11: error: 'runtime': 'vm' is not a runtime: "
+                     w +
+                     ":2:11: error: 'runtime': 'vm' is not a runtime: "
                      "docker or shell\n" +
-                     w + ":3:18: error: 'shutdown-grace' must be a duration "
+                     w +
+                     ":3:18: error: 'shutdown-grace' must be a duration "
                      "string such as \"1s\" or \"500ms\"\n" +
-                     w + ":4:9: error: 'tasks': 'localhost:7701' is not an "
+                     w +
+                     ":4:9: error: 'tasks': 'localhost:7701' is not an "
                      "endpoint such as tcp://127.0.0.1:7700 or "
                      "ipc:///run/drover/api\n");
 
@@ -329,11 +345,13 @@ TEST_CASE("Config.FileValuesTakeEffectAndFlagsOverrideThem") {
     CHECK(fs::exists(c.dir() + "/data-from-file/db"));
     // A worker configured by file, too: its name is the file's.
     const std::string wconf = c.dir() + "/worker.toml";
-    WriteFile(wconf, "name = \"named-by-file\"\n"
-                     "tasks = \"" + c.tasks_endpoint() + "\"\n" +
-                     "heartbeat = \"" + c.heartbeat_endpoint() + "\"\n" +
-                     "runtime = [\"shell\"]\n"
-                     "queue = [\"default:1\", \"other:2\"]\n");
+    WriteFile(wconf,
+              "name = \"named-by-file\"\n"
+              "tasks = \"" +
+                  c.tasks_endpoint() + "\"\n" + "heartbeat = \"" +
+                  c.heartbeat_endpoint() + "\"\n" +
+                  "runtime = [\"shell\"]\n"
+                  "queue = [\"default:1\", \"other:2\"]\n");
     Process w({BuildPath("drover-worker"), "--config", wconf},
               c.dir() + "/worker-file.log");
     std::vector<WorkerView> seen;
@@ -344,8 +362,8 @@ TEST_CASE("Config.FileValuesTakeEffectAndFlagsOverrideThem") {
     }));
     REQUIRE(seen.size() == 1);
     CHECK(seen[0].name == "named-by-file");
-    CHECK(seen[0].queues == std::map<std::string, uint32_t>{{"default", 1},
-                                                            {"other", 2}});
+    CHECK(seen[0].queues ==
+          std::map<std::string, uint32_t>{{"default", 1}, {"other", 2}});
     w.Signal(SIGTERM);
     CHECK(w.Wait() == 0);
     d.Signal(SIGTERM);

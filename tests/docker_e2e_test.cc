@@ -101,8 +101,8 @@ void ExpectNothingLeftOf(const std::string& job_id,
         return left.empty();
       },
       20s);
-  CHECK_MESSAGE(left.empty(), "left behind by job " << job_id << ": "
-                                                    << Join(left));
+  CHECK_MESSAGE(left.empty(),
+                "left behind by job " << job_id << ": " << Join(left));
 }
 
 // The job's main-role container ids, running or not.
@@ -168,31 +168,56 @@ Process& StartDockerWorker(Cluster& c, const std::string& name,
 }
 
 void WaitReady(Cluster& c, const std::string& name) {
-  REQUIRE_MESSAGE(
-      Cluster::Eventually([&] { return WorkerState(c, name) == "ready"; }),
-      "worker " << name << " is " << WorkerState(c, name));
+  std::string state;
+  const bool ready = Cluster::Eventually([&] {
+    state = WorkerState(c, name);
+    return state == "ready";
+  });
+  REQUIRE_MESSAGE(ready, "worker " << name << " is '" << state << "'");
 }
 
-// Polls until `job_id`'s only running container exists and has started
-// (its task printed `marker`); returns the container id.
+// Polls until `job_id` has one running main container and its task printed
+// `marker`; returns the container's id. Exited containers (an earlier
+// attempt's, not yet removed) are ignored.
 std::string WaitForRunningContainer(Cluster& c, DockerClient& docker,
                                     const std::string& job_id,
                                     const std::string& marker) {
   std::string id;
   const bool running = Cluster::Eventually(
       [&] {
-        auto ids = MainContainers(docker, job_id);
-        if (ids.size() != 1 || !IsRunning(docker, ids[0])) return false;
+        std::vector<std::string> running;
+        for (const std::string& i : MainContainers(docker, job_id)) {
+          if (IsRunning(docker, i)) running.push_back(i);
+        }
+        if (running.size() != 1) return false;
         if (StreamLogs(c, job_id, "")["stdout"].find(marker) ==
             std::string::npos) {
           return false;
         }
-        id = ids[0];
+        id = running[0];
         return true;
       },
       30s);
   REQUIRE_MESSAGE(running, "job " << job_id << " never ran a container");
   return id;
+}
+
+// A task that runs until the test lets it finish (Release), so a test can
+// kill its worker or its daemon under it without racing a timer.
+constexpr const char* kGatedJob = R"toml(
+name = "gated"
+[[tasks]]
+name = "work"
+image = "drover-test/busybox:latest"
+volumes = ["/scratch"]
+run = 'echo started; while [ ! -e /gate/open ]; do sleep 0.1; done; printf finished > $DROVER_OUTPUT'
+)toml";
+
+// Lets the gated task in container `id` finish: puts /gate/open in it.
+void Release(DockerClient& docker, const std::string& id) {
+  Status s = docker.PutArchive(id, "/",
+                               MakeTarWithFile("gate", 0755, "open", 0644, ""));
+  REQUIRE_MESSAGE(s.ok(), s.ToString());
 }
 
 // A dockerd of this test's own, in a temp dir, so the test may stop and
@@ -215,11 +240,15 @@ class OwnDaemon {
 
   void Start() {
     REQUIRE(!process_);
+    // Its own (empty) config file: the host's daemon.json may set hosts or
+    // a data root, which would clash with the flags.
+    WriteFile(dir_ + "/daemon.json", "{}\n");
     process_ = std::make_unique<Process>(
         std::vector<std::string>{
-            "dockerd", "--bridge=none", "--iptables=false", "--data-root",
-            dir_ + "/data", "--exec-root", dir_ + "/exec", "--pidfile",
-            dir_ + "/dockerd.pid", "-H", "unix://" + socket()},
+            "dockerd", "--config-file", dir_ + "/daemon.json", "--bridge=none",
+            "--iptables=false", "--data-root", dir_ + "/data", "--exec-root",
+            dir_ + "/exec", "--pidfile", dir_ + "/dockerd.pid", "-H",
+            "unix://" + socket()},
         dir_ + "/dockerd.log");
     DockerClient client(socket());
     const bool up = Cluster::Eventually(
@@ -242,13 +271,13 @@ class OwnDaemon {
 
   // Copies the test image over from the shared daemon.
   void ImportTestImage() {
-    CommandResult r = RunCommand(
-        {"sh", "-c",
-         "docker -H unix://" + SharedSocket() + " save " + kImage +
-             " | docker -H unix://" + socket() + " load"},
-        {}, 120s);
-    REQUIRE_MESSAGE(r.exit_code == 0, "importing " << kImage << " failed: "
-                                                   << r.out << r.err);
+    CommandResult r =
+        RunCommand({"sh", "-c",
+                    "docker -H unix://" + SharedSocket() + " save " + kImage +
+                        " | docker -H unix://" + socket() + " load"},
+                   {}, 120s);
+    REQUIRE_MESSAGE(r.exit_code == 0,
+                    "importing " << kImage << " failed: " << r.out << r.err);
   }
 
  private:
@@ -306,7 +335,8 @@ cmd = ["/bin/sh", "-c", "echo argv-form; exit 0"]
   CHECK(job.state == "COMPLETED");
   REQUIRE(job.tasks.size() == 3);
   for (const TaskView& t : job.tasks) {
-    CHECK_MESSAGE(t.state == "COMPLETED", t.name << ": " << t.error.value_or(""));
+    CHECK_MESSAGE(t.state == "COMPLETED",
+                  t.name << ": " << t.error.value_or(""));
     CHECK(t.attempts == 1);
     CHECK(t.exit_code == 0);
     CHECK(t.worker == "dk-ok");
@@ -357,8 +387,7 @@ run = "echo must not run"
   CHECK(breaks.error == "exited with code 3");
   CHECK(breaks.output == "half");  // kept even though the task failed
   CHECK(TaskNamed(job, "never").state != "COMPLETED");
-  CHECK(StreamLogs(c, id, "breaks")["stdout"] ==
-        "setting up\nabout to fail\n");
+  CHECK(StreamLogs(c, id, "breaks")["stdout"] == "setting up\nabout to fail\n");
   ExpectNothingLeftOf(id);
 }
 
@@ -388,8 +417,7 @@ run = "echo started; sleep 300"
   CHECK(job.state == "CANCELLED");
   CHECK(TaskNamed(job, "long").state == "CANCELLED");
   ExpectNothingLeftOf(id);
-  CHECK(docker.ContainerInspect(container).status().code() ==
-        Code::kNotFound);
+  CHECK(docker.ContainerInspect(container).status().code() == Code::kNotFound);
   CHECK(c.worker("dk-cancel").Running());
 }
 
@@ -427,15 +455,7 @@ TEST_CASE("DockerE2E.KilledWorkerRemovesItsLeftoverOnRestart") {
   StartDockerWorker(c, "dk-kill");
   WaitReady(c, "dk-kill");
   DockerClient docker(SharedSocket());
-  // Long enough to be caught running; short enough that the retry is quick.
-  const std::string id = c.Submit(R"toml(
-name = "worker killed mid-task"
-[[tasks]]
-name = "work"
-image = "drover-test/busybox:latest"
-volumes = ["/scratch"]
-run = "echo started; sleep 2; printf finished > $DROVER_OUTPUT"
-)toml");
+  const std::string id = c.Submit(kGatedJob);
   const std::string container =
       WaitForRunningContainer(c, docker, id, "started");
 
@@ -458,6 +478,7 @@ run = "echo started; sleep 2; printf finished > $DROVER_OUTPUT"
                      " task work attempt 1: removed the container an earlier "
                      "run of this worker left behind") != std::string::npos;
   }));
+  Release(docker, WaitForRunningContainer(c, docker, id, "started"));
   JobView job = c.Wait(id, 60s);
   CHECK(job.state == "COMPLETED");
   const TaskView& work = TaskNamed(job, "work");
@@ -482,14 +503,7 @@ TEST_CASE("DockerE2E.DaemonGoneThenBack") {
   // 1. The daemon stops under a running task: the attempt fails with a
   //    retriable error, the worker stays up and degraded, the task waits,
   //    and runs again once the daemon is back.
-  const std::string first = c.Submit(R"toml(
-name = "daemon restarts under it"
-[[tasks]]
-name = "work"
-image = "drover-test/busybox:latest"
-volumes = ["/scratch"]
-run = "echo started; sleep 2; printf finished > $DROVER_OUTPUT"
-)toml");
+  const std::string first = c.Submit(kGatedJob);
   WaitForRunningContainer(c, docker, first, "started");
   daemon.Stop();
   CHECK(Cluster::Eventually(
@@ -515,6 +529,7 @@ run = "echo started; sleep 2; printf finished > $DROVER_OUTPUT"
   daemon.Start();
   CHECK(Cluster::Eventually(
       [&] { return WorkerState(c, "dk-flaky") == "ready"; }));
+  Release(docker, WaitForRunningContainer(c, docker, first, "started"));
   view = c.Wait(first, 60s);
   CHECK(view.state == "COMPLETED");
   for (const std::string& e : view.tasks[0].errors) MESSAGE(e);
@@ -526,13 +541,7 @@ run = "echo started; sleep 2; printf finished > $DROVER_OUTPUT"
   // 2. A worker killed mid-task starts again while the daemon is down: it
   //    stays up (degraded), and removes what its earlier run left as soon
   //    as the daemon answers.
-  const std::string second = c.Submit(R"toml(
-name = "worker and daemon both go"
-[[tasks]]
-name = "work"
-image = "drover-test/busybox:latest"
-run = "echo started; sleep 2; printf finished > $DROVER_OUTPUT"
-)toml");
+  const std::string second = c.Submit(kGatedJob);
   WaitForRunningContainer(c, docker, second, "started");
   c.worker("dk-flaky").Signal(SIGKILL);
   c.worker("dk-flaky").Wait();
@@ -545,6 +554,7 @@ run = "echo started; sleep 2; printf finished > $DROVER_OUTPUT"
   CHECK(c.Status(second).tasks[0].state == "PENDING");
 
   daemon.Start();
+  Release(docker, WaitForRunningContainer(c, docker, second, "started"));
   view = c.Wait(second, 60s);
   CHECK(view.state == "COMPLETED");
   // Attempt 1 died with the worker. The restarted worker may be sent the

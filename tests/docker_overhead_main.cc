@@ -68,8 +68,8 @@ class Child {
     std::vector<char*> args;
     for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);
-    if (posix_spawn(&pid_, args[0], &actions, nullptr, args.data(),
-                    environ) != 0) {
+    if (posix_spawn(&pid_, args[0], &actions, nullptr, args.data(), environ) !=
+        0) {
       pid_ = -1;
     }
     posix_spawn_file_actions_destroy(&actions);
@@ -115,8 +115,9 @@ struct Figures {
 };
 
 void Print(const char* name, const Figures& f) {
-  std::printf("%-8s n=%zu median=%.1f ms mean=%.1f ms min=%.1f ms max=%.1f ms\n",
-              name, f.ms.size(), f.Median(), f.Mean(), f.Min(), f.Max());
+  std::printf(
+      "%-8s n=%zu median=%.1f ms mean=%.1f ms min=%.1f ms max=%.1f ms\n", name,
+      f.ms.size(), f.Median(), f.Mean(), f.Min(), f.Max());
 }
 
 // create, start, wait, remove: the least a container task can cost.
@@ -173,10 +174,10 @@ int Main(int argc, char** argv) {
   const std::string build = DROVER_BUILD_DIR;
   int rc = 0;
   {
-    Child droverd({build + "/droverd", "--data-dir", dir + "/data", "--api",
-                   api, "--tasks", tasks, "--heartbeat", heartbeat,
-                   "--log-level", "warn"},
-                  dir + "/droverd.log");
+    Child droverd(
+        {build + "/droverd", "--data-dir", dir + "/data", "--api", api,
+         "--tasks", tasks, "--heartbeat", heartbeat, "--log-level", "warn"},
+        dir + "/droverd.log");
     Child worker({build + "/drover-worker", "--name", "overhead", "--tasks",
                   tasks, "--heartbeat", heartbeat, "--runtime", "docker",
                   "--docker-socket", socket, "--queue", "default:1",
@@ -198,8 +199,10 @@ int Main(int argc, char** argv) {
       return 1;
     }
 
-    const std::string job = "name = \"overhead\"\n[[tasks]]\nname = \"t\"\n"
-                            "image = \"" + image + "\"\nrun = \"true\"\n";
+    const std::string job =
+        "name = \"overhead\"\n[[tasks]]\nname = \"t\"\n"
+        "image = \"" +
+        image + "\"\nrun = \"true\"\n";
     auto end_to_end = [&]() -> Result<Clock::duration> {
       const auto start = Clock::now();
       SubmitRequest submit;

@@ -16,8 +16,10 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <iomanip>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <regex>
@@ -90,6 +92,18 @@ bool Contains(const std::string& text, const std::string& part) {
 // strings.
 std::string Started(const TaskView& t) { return t.started_at.value_or(""); }
 std::string Finished(const TaskView& t) { return t.finished_at.value_or("~"); }
+
+// Milliseconds since the epoch of an RFC 3339 time such as
+// "2026-11-23T16:01:12.345Z", for messages.
+int64_t EpochMs(const std::string& rfc3339) {
+  std::tm tm{};
+  std::istringstream in(rfc3339);
+  in >> std::get_time(&tm, "%Y-%m-%dT%H:%M:%S");
+  const size_t dot = rfc3339.find('.');
+  const int64_t ms =
+      dot == std::string::npos ? 0 : std::stoll(rfc3339.substr(dot + 1, 3));
+  return static_cast<int64_t>(timegm(&tm)) * 1000 + ms;
+}
 
 // Whether two tasks ran at the same time for a while.
 bool Overlap(const TaskView& a, const TaskView& b) {
@@ -396,9 +410,8 @@ TEST_CASE("Semantics.IndependentBranchesRunInParallelUpToTheSlots") {
   CHECK(Overlap(left, right));
   CHECK(Started(TaskNamed(w, "join")) >= Finished(left));
   CHECK(Started(TaskNamed(w, "join")) >= Finished(right));
-  MESSAGE("two 1.5 s branches with two slots: job ran from "
-          << w.started_at.value_or("?") << " to "
-          << w.finished_at.value_or("?"));
+  MESSAGE("two 1.5 s branches with two slots: the job ran for "
+          << (EpochMs(*w.finished_at) - EpochMs(*w.started_at)) << " ms");
 
   JobView n = c.Wait(narrow);
   REQUIRE(n.state == "COMPLETED");
@@ -791,6 +804,8 @@ TEST_CASE("Semantics.AFailedTaskFailsTheJobLetsRunningSiblingsFinish") {
   Cluster c;
   StartShellCluster(c, {"default:3"});
   const std::string ledger = c.dir() + "/ledger";
+  // The siblings run until a while after `bad` has failed for good (its
+  // second attempt has begun), so they are running when the job fails.
   const std::string id = SubmitCli(c, JobFile(c, "failure",
                                               Fill(R"(
 name = "failure"
@@ -798,7 +813,7 @@ name = "failure"
 [[tasks]]
 name = "slow-sibling"
 depends_on = []
-run = "sleep 1; echo slow-sibling >> {LEDGER}"
+run = "until grep -qs bad-2 {LEDGER}; do sleep 0.05; done; sleep 0.3; echo slow-sibling >> {LEDGER}"
 
 [[tasks]]
 name = "bad"
@@ -818,7 +833,7 @@ run = "echo late-sibling >> {LEDGER}"
 [[tasks]]
 name = "second-failure"
 depends_on = []
-run = "sleep 0.7; exit 4"
+run = "until grep -qs bad-2 {LEDGER}; do sleep 0.05; done; sleep 0.3; exit 4"
 )",
                                                    {{"LEDGER", ledger}})));
   CommandResult w = Drover(c, {"wait", id});

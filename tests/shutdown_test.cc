@@ -25,7 +25,8 @@ std::map<std::string, int> CountLines(const std::string& text) {
   return counts;
 }
 
-bool TaskRunningOn(Cluster& c, const std::string& id, const std::string& worker) {
+bool TaskRunningOn(Cluster& c, const std::string& id,
+                   const std::string& worker) {
   JobView j = c.Status(id);
   return !j.tasks.empty() && j.tasks[0].state == "RUNNING" &&
          j.tasks[0].worker == worker;
@@ -41,9 +42,11 @@ TEST_CASE("Shutdown.SchedulerSigtermWhileAJobRunsExitsZeroAndResumes") {
   const std::string ledger = c.dir() + "/ledger";
   const std::string id = c.Submit(
       "name = \"long\"\n"
-      "[[tasks]]\nname = \"first\"\nrun = \"sleep 2; echo first >> " + ledger +
+      "[[tasks]]\nname = \"first\"\nrun = \"sleep 2; echo first >> " +
+      ledger +
       "\"\n"
-      "[[tasks]]\nname = \"second\"\nrun = \"echo second >> " + ledger + "\"\n");
+      "[[tasks]]\nname = \"second\"\nrun = \"echo second >> " +
+      ledger + "\"\n");
   REQUIRE(Cluster::Eventually([&] { return TaskRunningOn(c, id, "w1"); }));
   // Acknowledged just before the signal: it must survive it.
   const std::string late =
@@ -107,24 +110,25 @@ TEST_CASE("Shutdown.WorkerFinishesATaskShorterThanTheGrace") {
 TEST_CASE("Shutdown.WorkerHandsBackATaskLongerThanTheGrace") {
   Cluster c;
   c.StartScheduler();
-  c.StartWorker("leaving", {"--queue", "default:1", "--shutdown-grace", "500ms"});
+  c.StartWorker("leaving",
+                {"--queue", "default:1", "--shutdown-grace", "500ms"});
   REQUIRE(Cluster::Eventually([&] { return c.Workers().size() == 1; }));
   const std::string ledger = c.dir() + "/ledger";
   const std::string id = c.Submit(
       "name = \"long\"\n[[tasks]]\nname = \"t\"\n"
-      "run = \"echo start-$DROVER_ATTEMPT >> " + ledger +
-      "; sleep 3; echo done-$DROVER_ATTEMPT >> " + ledger + "\"\n");
+      "run = \"echo start-$DROVER_ATTEMPT >> " +
+      ledger + "; sleep 3; echo done-$DROVER_ATTEMPT >> " + ledger + "\"\n");
   REQUIRE(Cluster::Eventually([&] { return TaskRunningOn(c, id, "leaving"); }));
 
   const auto signalled = std::chrono::steady_clock::now();
   c.worker("leaving").Signal(SIGTERM);
   // Exits after the grace, without waiting for the task's three seconds.
   CHECK(c.worker("leaving").Wait(10s) == 0);
-  MESSAGE("worker exited "
-          << std::chrono::duration_cast<std::chrono::milliseconds>(
-                 std::chrono::steady_clock::now() - signalled)
-                 .count()
-          << " ms after SIGTERM with a 500 ms grace");
+  MESSAGE(
+      "worker exited " << std::chrono::duration_cast<std::chrono::milliseconds>(
+                              std::chrono::steady_clock::now() - signalled)
+                              .count()
+                       << " ms after SIGTERM with a 500 ms grace");
   // Handed back: waiting for another worker (the error checked below says
   // it was handed back, not found dead).
   CHECK(Cluster::Eventually(

@@ -80,8 +80,7 @@ class NotifyListener {
         timeout);
   }
   size_t Count(const std::string& exact) const {
-    return static_cast<size_t>(
-        std::count(lines_.begin(), lines_.end(), exact));
+    return static_cast<size_t>(std::count(lines_.begin(), lines_.end(), exact));
   }
   const std::vector<std::string>& lines() const { return lines_; }
   void Clear() { lines_.clear(); }
@@ -106,10 +105,18 @@ std::map<std::string, std::string> NotifyEnv(const NotifyListener& l) {
 }
 
 std::vector<std::string> SchedulerArgv(const Cluster& c) {
-  return {BuildPath("droverd"), "--data-dir",   c.dir() + "/data",
-          "--api",              c.api(),        "--tasks",
-          c.tasks_endpoint(),   "--heartbeat",  c.heartbeat_endpoint(),
-          "--heartbeat-interval", "200ms",      "--log-level",
+  return {BuildPath("droverd"),
+          "--data-dir",
+          c.dir() + "/data",
+          "--api",
+          c.api(),
+          "--tasks",
+          c.tasks_endpoint(),
+          "--heartbeat",
+          c.heartbeat_endpoint(),
+          "--heartbeat-interval",
+          "200ms",
+          "--log-level",
           "debug"};
 }
 
@@ -171,14 +178,15 @@ TEST_CASE("Systemd.WorkerIsReadyOnceWelcomedAndReportsItsTasks") {
   std::vector<std::string> argv = WorkerArgv(c, "w1");
   argv.insert(argv.end(), {"--shutdown-grace", "2s"});
   Process worker(argv, c.dir() + "/worker-w1.log", NotifyEnv(sd));
-  CHECK_MESSAGE(!sd.WaitForStatus("waiting for the scheduler at " +
-                                  c.tasks_endpoint())
-                     .empty(),
-                Joined(sd.lines()));
+  CHECK_MESSAGE(
+      !sd.WaitForStatus("waiting for the scheduler at " + c.tasks_endpoint())
+           .empty(),
+      Joined(sd.lines()));
   CHECK(sd.Count("READY=1") == 0);
   // It keeps its watchdog fed while it waits.
-  CHECK(!sd.WaitFor([](const std::string& l) { return l == "WATCHDOG=1"; })
-             .empty());
+  CHECK(!sd.WaitFor([](const std::string& l) {
+             return l == "WATCHDOG=1";
+           }).empty());
 
   c.StartScheduler();
   REQUIRE_MESSAGE(!sd.WaitForLine("READY=1").empty(), Joined(sd.lines()));
@@ -209,8 +217,8 @@ TEST_CASE("Systemd.LogLinesSuitTheJournal") {
   WriteFile(log, "");
   struct stat st;
   REQUIRE(stat(log.c_str(), &st) == 0);
-  const std::string stream = std::to_string(st.st_dev) + ":" +
-                             std::to_string(st.st_ino);
+  const std::string stream =
+      std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino);
   Process droverd(SchedulerArgv(c), log, {{"JOURNAL_STREAM", stream}});
   REQUIRE(Cluster::Eventually(
       [&] { return c.client().Call<WorkersReply>(WorkersRequest{}).ok(); }));
@@ -237,11 +245,12 @@ TEST_CASE("Systemd.LogLinesSuitTheJournal") {
   // How each job ended, with its id, state and error.
   CHECK(text.find("<6>info job " + good + ": COMPLETED after ") !=
         std::string::npos);
-  CHECK(text.find("<4>warning job " + bad +
-                  ": FAILED after ") != std::string::npos);
+  CHECK(text.find("<4>warning job " + bad + ": FAILED after ") !=
+        std::string::npos);
   CHECK(text.find(": task 'boom' failed: exited with code 3\n") !=
         std::string::npos);
-  CHECK(text.find("info job " + bad + " task boom attempt 1: FAILED on w1: "
+  CHECK(text.find("info job " + bad +
+                  " task boom attempt 1: FAILED on w1: "
                   "exited with code 3") != std::string::npos);
 
   // The worker, outside the journal: a timestamp, the level, no colour,
@@ -258,7 +267,8 @@ TEST_CASE("Systemd.LogLinesSuitTheJournal") {
       CHECK_MESSAGE(line.find(" job ") != std::string::npos, line);
     }
   }
-  CHECK(wlog.find("job " + bad + " task 0 attempt 1: 'boom' finished, exit "
+  CHECK(wlog.find("job " + bad +
+                  " task 0 attempt 1: 'boom' finished, exit "
                   "code 3") != std::string::npos);
 }
 
@@ -274,7 +284,8 @@ TEST_CASE("Systemd.UnitFilesPassSystemdAnalyzeVerify") {
   const std::string bin_dir = fs::path(BuildPath("droverd")).parent_path();
   std::vector<std::string> argv = {analyze, "verify"};
   for (const char* unit : {"droverd.service", "drover-worker@.service"}) {
-    std::string text = ReadFile(SourcePath(std::string("config/systemd/") + unit));
+    std::string text =
+        ReadFile(SourcePath(std::string("config/systemd/") + unit));
     REQUIRE(!text.empty());
     // As shipped, they run what `make install` puts in /usr/local/bin.
     CHECK(text.find("ExecStart=/usr/local/bin/") != std::string::npos);

@@ -484,16 +484,16 @@ void DockerRuntime::Attempt::Cleanup() {
     // runtime, which removes it once the daemon answers again.
     for (const std::string& id : containers_) {
       if (Status s = client_.ContainerRemove(id); !s.ok()) {
-        Note("could not remove container " + id + " (removed later): " +
-             s.message());
+        Note("could not remove container " + id +
+             " (removed later): " + s.message());
         runtime_.AddOrphan(false, id);
       }
     }
     containers_.clear();
     for (const VolumeMount& v : volumes_) {
       if (Status s = client_.VolumeRemove(v.volume); !s.ok()) {
-        Note("could not remove volume " + v.volume + " (removed later): " +
-             s.message());
+        Note("could not remove volume " + v.volume +
+             " (removed later): " + s.message());
         runtime_.AddOrphan(true, v.volume);
       }
     }

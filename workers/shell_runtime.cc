@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -57,6 +58,20 @@ std::vector<std::string> Environment(const TaskRun& task,
   return out;
 }
 
+// Waits up to `timeout` for `pid` to exit, without reaping it: on a pidfd,
+// so the caller learns of the exit at once instead of after a fixed sleep
+// (which cost up to 10 ms a task).
+void AwaitExit(pid_t pid, std::chrono::milliseconds timeout) {
+  const int fd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
+  if (fd < 0) {  // a kernel before 5.3
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    return;
+  }
+  pollfd p = {fd, POLLIN, 0};
+  poll(&p, 1, static_cast<int>(timeout.count()));
+  close(fd);
+}
+
 std::vector<char*> CStrings(std::vector<std::string>& v) {
   std::vector<char*> out;
   for (auto& s : v) out.push_back(s.data());
@@ -108,7 +123,8 @@ Step RunProcess(const TaskRun& task, const std::filesystem::path& scratch,
   posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
   posix_spawn_file_actions_adddup2(&actions, out_w.fd, 1);
   posix_spawn_file_actions_adddup2(&actions, err_w.fd, 2);
-  const std::string cwd = task.workdir.empty() ? scratch.string() : task.workdir;
+  const std::string cwd =
+      task.workdir.empty() ? scratch.string() : task.workdir;
   posix_spawn_file_actions_addchdir_np(&actions, cwd.c_str());
   posix_spawnattr_t attr;
   posix_spawnattr_init(&attr);
@@ -128,8 +144,8 @@ Step RunProcess(const TaskRun& task, const std::filesystem::path& scratch,
   auto cargv = CStrings(argv);
   auto cenv = CStrings(envs);
   pid_t pid = -1;
-  int rc = posix_spawn(&pid, cargv[0], &actions, &attr, cargv.data(),
-                       cenv.data());
+  int rc =
+      posix_spawn(&pid, cargv[0], &actions, &attr, cargv.data(), cenv.data());
   if (rc != 0 && argv[0].find('/') == std::string::npos) {
     rc = posix_spawnp(&pid, cargv[0], &actions, &attr, cargv.data(),
                       cenv.data());
@@ -173,7 +189,7 @@ Step RunProcess(const TaskRun& task, const std::filesystem::path& scratch,
         }
       }
     } else if (!exited) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      AwaitExit(pid, std::chrono::milliseconds(50));
     }
     if (!exited && waitpid(pid, &status, WNOHANG) == pid) {
       exited = true;
@@ -193,8 +209,7 @@ Step RunProcess(const TaskRun& task, const std::filesystem::path& scratch,
       step.cancelled = true;
       terminate();
     }
-    if (has_deadline && now >= deadline && !step.cancelled &&
-        !step.timed_out) {
+    if (has_deadline && now >= deadline && !step.cancelled && !step.timed_out) {
       step.timed_out = true;
       terminate();
     }
@@ -226,8 +241,7 @@ RunOutcome ShellRuntime::Run(const TaskRun& task, LogSink& logs,
                              std::stop_token stop) {
   RunOutcome out;
   std::error_code ec;
-  const std::filesystem::path dir =
-      work_dir_ / ("attempt-" + UniqueSuffix());
+  const std::filesystem::path dir = work_dir_ / ("attempt-" + UniqueSuffix());
   const std::filesystem::path scratch = dir / "scratch";
   const std::filesystem::path output = dir / "output";
   std::filesystem::create_directories(scratch, ec);
@@ -266,7 +280,8 @@ RunOutcome ShellRuntime::Run(const TaskRun& task, LogSink& logs,
   if (result.error.empty()) {
     result = run_step(task, "");
     out.exit_code = result.exit_code;
-    if (result.error == "exited with code " + std::to_string(result.exit_code)) {
+    if (result.error ==
+        "exited with code " + std::to_string(result.exit_code)) {
       result.error.clear();  // a plain non-zero exit: the exit code says it
     }
     if (result.error.empty() && result.exit_code == 0) {

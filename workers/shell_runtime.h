@@ -6,8 +6,8 @@
 // Pre, main and post tasks of one attempt share a scratch directory
 // ($DROVER_SCRATCH), which stands in for the container volumes of the
 // Docker runtime; as there, the attempt's output is what the main task
-// writes to $DROVER_OUTPUT. The environment is the task's `env` plus PATH, HOME and
-// the DROVER_* variables; nothing else of the worker's leaks in.
+// writes to $DROVER_OUTPUT. The environment is the task's `env` plus PATH,
+// HOME and the DROVER_* variables; nothing else of the worker's leaks in.
 //
 // Thread-safe: Run may be called from many task threads at once.
 #ifndef DROVER_WORKERS_SHELL_RUNTIME_H_
@@ -25,9 +25,9 @@ class ShellRuntime final : public Runtime {
   // `work_dir` holds one scratch directory per running attempt; it must
   // exist. `kill_grace` is how long a process has between SIGTERM and
   // SIGKILL.
-  explicit ShellRuntime(std::filesystem::path work_dir,
-                        std::chrono::milliseconds kill_grace =
-                            std::chrono::seconds(5));
+  explicit ShellRuntime(
+      std::filesystem::path work_dir,
+      std::chrono::milliseconds kill_grace = std::chrono::seconds(5));
   std::string_view name() const override { return "shell"; }
   RunOutcome Run(const TaskRun& task, LogSink& logs,
                  std::stop_token stop) override;

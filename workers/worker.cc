@@ -53,8 +53,7 @@ class ForwardingSink final : public LogSink {
     size_t best = 0;
     for (const std::string& secret : secrets_) {
       if (secret.empty()) continue;
-      for (size_t n = std::min(secret.size() - 1, text.size()); n > best;
-           --n) {
+      for (size_t n = std::min(secret.size() - 1, text.size()); n > best; --n) {
         if (text.substr(text.size() - n) ==
             std::string_view(secret).substr(0, n)) {
           best = n;
@@ -276,10 +275,10 @@ void Worker::OnAssign(const Assign& a) {
         result.timed_out = out.timed_out;
         result.cancelled = out.cancelled;
         result.infrastructure = out.infrastructure;
-        spdlog::info("job {} task {} attempt {}: '{}' finished, exit code {}{}{}",
-                     ref.job_id, ref.task, ref.attempt, run.task_name,
-                     out.exit_code, result.error.empty() ? "" : ", error: ",
-                     result.error);
+        spdlog::info(
+            "job {} task {} attempt {}: '{}' finished, exit code {}{}{}",
+            ref.job_id, ref.task, ref.attempt, run.task_name, out.exit_code,
+            result.error.empty() ? "" : ", error: ", result.error);
         Post(Encode(result), &ref);
       });
   running_[a.ref] = std::move(attempt);
@@ -366,7 +365,9 @@ void Worker::OnHeartbeatMessage(const std::string& body) {
 std::string Worker::StatusLine() const {
   std::string line = std::to_string(running_.size()) + " tasks running";
   if (stop_.load()) return "draining: " + line;
-  if (!welcomed_) return line + ", waiting for the scheduler at " + options_.tasks;
+  if (!welcomed_) {
+    return line + ", waiting for the scheduler at " + options_.tasks;
+  }
   return line + ", connected to the scheduler at " + options_.tasks;
 }
 
@@ -418,8 +419,7 @@ Status Worker::Run() {
         {nullptr, event_fd_, ZMQ_POLLIN, 0},
     };
     long timeout = std::clamp<long>(
-        static_cast<long>(std::min(next_heartbeat_, next_tick_) -
-                          clock_.Now()),
+        static_cast<long>(std::min(next_heartbeat_, next_tick_) - clock_.Now()),
         0, 200);
     if (zmq_poll(items, 3, timeout) < 0 && zmq_errno() != EINTR) {
       return Status::Internal(std::string("poll: ") +

@@ -59,7 +59,9 @@ class Worker {
 
   // Called once, from the loop, when the scheduler first welcomes this
   // worker: from then on it takes tasks (systemd's READY=1).
-  void set_ready_callback(std::function<void()> cb) { on_ready_ = std::move(cb); }
+  void set_ready_callback(std::function<void()> cb) {
+    on_ready_ = std::move(cb);
+  }
   // Called from the loop every `period` or a little later, while serving
   // and while draining, e.g. to ping systemd's watchdog.
   void set_tick_callback(std::chrono::milliseconds period,

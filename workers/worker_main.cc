@@ -1,13 +1,12 @@
 // drover-worker: runs tasks for a drover scheduler. See the spec and
 // docs/DEPLOY.md.
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <csignal>
 #include <filesystem>
 #include <iostream>
 #include <thread>
-
-#include <spdlog/spdlog.h>
 
 #include "docker_runtime.h"
 #include "drover/cli.h"
@@ -154,21 +153,25 @@ int main(int argc, char** argv) {
       // said hello. With the daemon down that waits until it answers.
       auto report = [](const Result<std::vector<LeftoverAttempt>>& left) {
         if (!left.ok()) {
-          spdlog::warn("docker: cannot remove what an earlier run of this "
-                       "worker left: {}", left.status().message());
+          spdlog::warn(
+              "docker: cannot remove what an earlier run of this "
+              "worker left: {}",
+              left.status().message());
           return;
         }
         for (const auto& l : *left) {
-          spdlog::warn("job {} task {} attempt {}: removed the container an "
-                       "earlier run of this worker left behind",
-                       l.job_id, l.task_name, l.attempt);
+          spdlog::warn(
+              "job {} task {} attempt {}: removed the container an "
+              "earlier run of this worker left behind",
+              l.job_id, l.task_name, l.attempt);
         }
       };
       auto left = docker->RemoveLeftoversBeforeUse(o.name, report);
       if (!left.ok() && left.status().code() == Code::kUnavailable) {
-        spdlog::warn("docker: {}; containers an earlier run of this worker "
-                     "left are removed once the daemon answers",
-                     left.status().message());
+        spdlog::warn(
+            "docker: {}; containers an earlier run of this worker "
+            "left are removed once the daemon answers",
+            left.status().message());
       } else {
         report(left);
       }

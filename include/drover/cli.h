@@ -17,10 +17,10 @@ namespace drover {
 
 // Exit codes, for all three executables (see the spec).
 inline constexpr int kExitOk = 0;
-inline constexpr int kExitFailed = 1;      // the job or operation failed
-inline constexpr int kExitUsage = 2;       // usage or validation error
-inline constexpr int kExitUnreachable = 3; // scheduler unreachable/timed out
-inline constexpr int kExitAuth = 4;        // authentication refused
+inline constexpr int kExitFailed = 1;       // the job or operation failed
+inline constexpr int kExitUsage = 2;        // usage or validation error
+inline constexpr int kExitUnreachable = 3;  // scheduler unreachable/timed out
+inline constexpr int kExitAuth = 4;         // authentication refused
 
 // spdlog to stderr: one line per event with its level; colour only on a
 // terminal. When stderr is systemd's journal ($JOURNAL_STREAM), lines carry

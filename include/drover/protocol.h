@@ -462,12 +462,23 @@ struct SchedulerHeartbeat {
 
 // ------------------------------------------------------------------- codec
 
+namespace wire_internal {
+// A msgpack output buffer that appends to a std::string, so encoding a
+// message costs neither sbuffer's 8 KiB allocation nor a copy out of it.
+struct StringSink {
+  std::string* out;
+  void write(const char* data, size_t size) { out->append(data, size); }
+};
+}  // namespace wire_internal
+
 // Serialises a message.
 template <typename M>
 std::string Encode(const M& message) {
-  msgpack::sbuffer buf;
-  msgpack::pack(buf, message);
-  return std::string(buf.data(), buf.size());
+  std::string out;
+  out.reserve(256);
+  wire_internal::StringSink sink{&out};
+  msgpack::pack(sink, message);
+  return out;
 }
 
 // A decoded frame: its type, and the object to convert into the struct.
