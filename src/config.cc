@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <tuple>
 
@@ -44,6 +45,11 @@ ConfigFile ReadConfigFile(const std::string& path,
   // validate` does for a job file.
   if (std::ifstream probe(path); !probe) {
     error({}, std::string("cannot open: ") + std::strerror(errno));
+    return out;
+  }
+  // A directory opens, then reads as an empty file: all defaults, silently.
+  if (std::error_code ec; std::filesystem::is_directory(path, ec)) {
+    error({}, "cannot read: it is a directory");
     return out;
   }
   toml::table table;

@@ -235,45 +235,48 @@ void Fields(R& r, F& f) {
 // encoded for every transition stored.
 class Writer {
  public:
-  explicit Writer(std::string& out) : out_(out) {}
+  // Appends to `out`; the bytes are all there once the Writer is gone.
+  explicit Writer(std::string& out) : out_(out), size_(out.size()) {
+    out_.resize(size_ + 256);
+  }
+  ~Writer() { out_.resize(size_); }
+  Writer(const Writer&) = delete;
+  Writer& operator=(const Writer&) = delete;
 
-  void Nil() { out_.push_back(static_cast<char>(0xc0)); }
+  void Nil() { Byte(0xc0); }
   void Map(uint32_t n) { Header(n, 0x80, 0xde, 0xdf); }
   void Array(uint32_t n) { Header(n, 0x90, 0xdc, 0xdd); }
   void Str(std::string_view s) {
     const size_t n = s.size();
-    if (n < 32) {  // most keys and values: one append
-      char buf[32];
-      buf[0] = static_cast<char>(0xa0 | n);
-      std::memcpy(buf + 1, s.data(), n);
-      out_.append(buf, n + 1);
-      return;
+    if (n < 32) {
+      Byte(0xa0 | n);
     } else if (n < 256) {
-      out_.push_back(static_cast<char>(0xd9));
+      Byte(0xd9);
       Big(n, 1);
     } else if (n < 65536) {
-      out_.push_back(static_cast<char>(0xda));
+      Byte(0xda);
       Big(n, 2);
     } else {
-      out_.push_back(static_cast<char>(0xdb));
+      Byte(0xdb);
       Big(n, 4);
     }
-    out_.append(s);
+    std::memcpy(Room(n), s.data(), n);
+    size_ += n;
   }
   void Uint(uint64_t v) {
     if (v < 128) {
-      out_.push_back(static_cast<char>(v));
+      Byte(v);
     } else if (v < 256) {
-      out_.push_back(static_cast<char>(0xcc));
+      Byte(0xcc);
       Big(v, 1);
     } else if (v < 65536) {
-      out_.push_back(static_cast<char>(0xcd));
+      Byte(0xcd);
       Big(v, 2);
     } else if (v <= UINT32_MAX) {
-      out_.push_back(static_cast<char>(0xce));
+      Byte(0xce);
       Big(v, 4);
     } else {
-      out_.push_back(static_cast<char>(0xcf));
+      Byte(0xcf);
       Big(v, 8);
     }
   }
@@ -281,41 +284,55 @@ class Writer {
     if (v >= 0) return Uint(static_cast<uint64_t>(v));
     const auto u = static_cast<uint64_t>(v);
     if (v >= -32) {
-      out_.push_back(static_cast<char>(u));  // negative fixint
+      Byte(u & 0xff);  // negative fixint
     } else if (v >= INT8_MIN) {
-      out_.push_back(static_cast<char>(0xd0));
+      Byte(0xd0);
       Big(u, 1);
     } else if (v >= INT16_MIN) {
-      out_.push_back(static_cast<char>(0xd1));
+      Byte(0xd1);
       Big(u, 2);
     } else if (v >= INT32_MIN) {
-      out_.push_back(static_cast<char>(0xd2));
+      Byte(0xd2);
       Big(u, 4);
     } else {
-      out_.push_back(static_cast<char>(0xd3));
+      Byte(0xd3);
       Big(u, 8);
     }
   }
 
  private:
+  // Where the next n bytes go (the string grows as needed).
+  char* Room(size_t n) {
+    if (size_ + n > out_.size())
+      out_.resize(std::max(2 * out_.size(), size_ + n));
+    return out_.data() + size_;
+  }
+  void Byte(uint64_t b) {
+    *Room(1) = static_cast<char>(b);
+    ++size_;
+  }
   void Header(uint32_t n, uint8_t fix, uint8_t b16, uint8_t b32) {
     if (n < 16) {
-      out_.push_back(static_cast<char>(fix | n));
+      Byte(fix | n);
     } else if (n < 65536) {
-      out_.push_back(static_cast<char>(b16));
+      Byte(b16);
       Big(n, 2);
     } else {
-      out_.push_back(static_cast<char>(b32));
+      Byte(b32);
       Big(n, 4);
     }
   }
   // The low `bytes` bytes of v, big-endian.
   void Big(uint64_t v, int bytes) {
-    for (int i = bytes - 1; i >= 0; --i) {
-      out_.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+    char* p = Room(bytes);
+    for (int i = 0; i < bytes; ++i) {
+      p[i] = static_cast<char>((v >> (8 * (bytes - 1 - i))) & 0xff);
     }
+    size_ += bytes;
   }
+
   std::string& out_;
+  size_t size_;  // bytes written; out_ may be longer until the end
 };
 
 template <typename R>
@@ -366,9 +383,10 @@ void PackRecord(Writer& w, const R& r, bool versioned) {
 template <typename R>
 std::string Encode(const R& r) {
   std::string out;
-  out.reserve(256);
-  Writer w(out);
-  PackRecord(w, r, /*versioned=*/true);
+  {
+    Writer w(out);
+    PackRecord(w, r, /*versioned=*/true);
+  }
   return out;
 }
 

@@ -161,6 +161,11 @@ TEST_CASE("Config.SyntaxErrorsAndMissingFilesAreReported") {
   CHECK(f.errors[0].where.line == 2);
   CHECK(f.errors[0].file == path);
 
+  ConfigFile dir = ReadConfigFile(t.path(), DroverdConfigKeys());
+  REQUIRE(dir.errors.size() == 1);
+  CHECK(dir.errors[0].ToString() ==
+        t.path() + ":0:0: error: cannot read: it is a directory");
+
   ConfigFile m = ReadConfigFile(t.path() + "/nope.toml", DroverdConfigKeys());
   REQUIRE(m.errors.size() == 1);
   CHECK(m.errors[0].ToString() ==
