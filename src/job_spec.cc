@@ -875,9 +875,6 @@ ParseResult Parser::Parse(std::string_view text) {
         Error(Loc(v), "a job may have at most " + std::to_string(kMaxTasks) +
                           " tasks, not " + std::to_string(arr->size()));
       }
-      // Reserved: growing a vector of drafts copies each one (a member
-      // without a noexcept move makes the vector copy).
-      if (arr) drafts.reserve(std::min(arr->size(), kMaxTasks));
       for (size_t i = 0; arr && i < arr->size(); ++i) {
         if (const auto* t = (*arr)[i].as_table()) {
           drafts.push_back(ParseTask(*t, Kind::kTask, i + 1, ""));
@@ -907,7 +904,6 @@ ParseResult Parser::Parse(std::string_view text) {
                 suggest_(key, declared));
     }
   }
-  job.tasks.reserve(drafts.size());
   for (const TaskDraft& d : drafts) {
     job.tasks.push_back(Resolve(d, job.queue, Kind::kTask));
   }

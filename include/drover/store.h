@@ -123,7 +123,7 @@ class Batch {
 struct StoreOptions {
   bool sync = true;             // fsync each Commit; only tests turn it off
   size_t block_cache_bytes = 1 << 20;
-  size_t write_buffer_bytes = 4 << 20;
+  size_t write_buffer_bytes = 16 << 20;
 };
 
 class Store {
