@@ -123,6 +123,9 @@ class Batch {
 struct StoreOptions {
   bool sync = true;             // fsync each Commit; only tests turn it off
   size_t block_cache_bytes = 1 << 20;
+  // The memtable: filled as writes come, so it costs an idle daemon
+  // nothing; large, because every transition rewrites a record (see
+  // docs/STORE.md).
   size_t write_buffer_bytes = 16 << 20;
 };
 
