@@ -72,7 +72,6 @@ void KeepScratchDirs(bool keep);
 struct Setup {
   std::string build_dir;      // holds droverd, drover-worker
   std::string docker_socket;  // from DOCKER_HOST or the default
-  bool verbose = false;       // say what each step does on stderr
 };
 
 // A droverd on ipc:// endpoints in `dir`, its store in dir/data.

@@ -172,6 +172,8 @@ void BenchWorker::Loop(std::stop_token stop) {
       }
     }
   }
+  // Give the goodbye a moment to leave before the socket closes.
+  dealer.set(zmq::sockopt::linger, 200);
   send(Encode(Goodbye{}));
 }
 

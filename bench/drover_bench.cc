@@ -61,8 +61,14 @@
 //              150,000 (quick: 20,000) tasks complete; the 1,000 case
 //              runs before and after, averaged.        -> backlog_1m_ratio
 //
-// Also printed: `cores N cores`. Not a test: it asserts nothing, and no
-// timing assertion belongs in `make test`.
+// Other counts (full / quick): shell 6,000 / 600 runs, docker 60 / 4
+// containers, latency 1,000 / 300 jobs, requeue 5 / 1 rounds, restart
+// 5 / 2 rounds. Also printed: `cores N cores`.
+//
+// DROVER_BENCH_DROVERD_PREFIX, when set, is put in front of every droverd
+// command line (e.g. "valgrind --tool=callgrind"), for profiling; see
+// docs/PERFORMANCE.md. Not a test: it asserts nothing, and no timing
+// assertion belongs in `make test`.
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
