@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "cluster.h"
+#include "docker_test_env.h"
 #include "docker_client.h"
 
 namespace drover::testing {
@@ -32,42 +33,11 @@ namespace {
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 
-constexpr const char* kImage = "drover-test/busybox:latest";
-
-std::string Env(const char* name) {
-  const char* v = std::getenv(name);
-  return v ? v : "";
-}
-
-std::string SharedSocket() {
-  std::string host = Env("DOCKER_HOST");
-  if (host.rfind("unix://", 0) == 0) return host.substr(7);
-  return "/var/run/docker.sock";
-}
-
-// Whether the tests can run. A missing daemon fails the test unless
-// DROVER_ALLOW_NO_DOCKER=1 (ignored when CI=true): never a silent skip.
-bool DockerAvailable() {
-  DockerClient client(SharedSocket());
-  Status s = client.Ping();
-  if (s.ok()) {
-    Result<bool> image = client.ImageExists(kImage);
-    if (!image.ok() || !*image) {
-      FAIL("test image " << kImage
-                         << " is missing: run scripts/docker-env.sh start");
-    }
-    return true;
-  }
-  std::string why = "no Docker daemon answers at " + SharedSocket() + " (" +
-                    s.ToString() + "); start one with scripts/docker-env.sh";
-  if (Env("CI") == "true") FAIL("CI=true: " << why);
-  if (Env("DROVER_ALLOW_NO_DOCKER") == "1") {
-    MESSAGE("SKIPPED (DROVER_ALLOW_NO_DOCKER=1): " << why);
-    return false;
-  }
-  FAIL(why << " — or set DROVER_ALLOW_NO_DOCKER=1 to skip");
-  return false;
-}
+using docker_test::DockerAvailable;
+using docker_test::Env;
+using docker_test::kImage;
+// The daemon the rest of the suite shares (one test also starts its own).
+inline std::string SharedSocket() { return docker_test::SocketPath(); }
 
 // Names of the containers (any state) and volumes carrying `label`.
 std::vector<std::string> Labelled(DockerClient& docker,

@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "docker_client.h"
+#include "docker_test_env.h"
 
 namespace drover {
 namespace {
@@ -27,19 +28,10 @@ using std::chrono::milliseconds;
 using std::chrono::seconds;
 using Clock = std::chrono::steady_clock;
 
-constexpr const char* kImage = "drover-test/busybox:latest";
+using docker_test::Env;
+using docker_test::kImage;
+using docker_test::SocketPath;
 constexpr const char* kEntrypointImage = "drover-test/entrypoint:latest";
-
-std::string Env(const char* name) {
-  const char* v = std::getenv(name);
-  return v ? v : "";
-}
-
-std::string SocketPath() {
-  std::string host = Env("DOCKER_HOST");
-  if (host.rfind("unix://", 0) == 0) return host.substr(7);
-  return "/var/run/docker.sock";
-}
 
 // This test process's worker name: labels its containers and volumes, so
 // leftover checks see only what these tests made.
@@ -72,29 +64,7 @@ class CaptureSink : public LogSink {
   std::string out_, err_, notes_;
 };
 
-// Whether the Docker tests can run. A missing daemon fails the test unless
-// DROVER_ALLOW_NO_DOCKER=1 (ignored when CI=true): never a silent skip.
-bool DockerAvailable() {
-  DockerClient client(SocketPath());
-  Status s = client.Ping();
-  if (s.ok()) {
-    Result<bool> image = client.ImageExists(kImage);
-    if (!image.ok() || !*image) {
-      FAIL("test image " << kImage
-                         << " is missing: run scripts/docker-env.sh start");
-    }
-    return true;
-  }
-  std::string why = "no Docker daemon answers at " + SocketPath() + " (" +
-                    s.ToString() + "); start one with scripts/docker-env.sh";
-  if (Env("CI") == "true") FAIL("CI=true: " << why);
-  if (Env("DROVER_ALLOW_NO_DOCKER") == "1") {
-    MESSAGE("SKIPPED (DROVER_ALLOW_NO_DOCKER=1): " << why);
-    return false;
-  }
-  FAIL(why << " — or set DROVER_ALLOW_NO_DOCKER=1 to skip");
-  return false;
-}
+using docker_test::DockerAvailable;
 
 DockerRuntimeOptions Options() {
   DockerRuntimeOptions o;
