@@ -1,8 +1,9 @@
 // BenchWorker: a simulated worker for the benchmark. It speaks the worker
 // protocol (docs/PROTOCOL.md) on a thread of its own — a DEALER whose
 // routing id is its name, an XSUB on the heartbeat channel — and completes
-// every task the moment it arrives: `assign` is answered with `started`
-// and then `result` (exit code 0) at once. It says hello until welcomed
+// every task the moment it arrives: `assign` is answered at once with a
+// `result` (exit code 0) alone, as drover-worker reports an attempt that
+// ends within its `started` hold (workers/worker.h). It says hello until welcomed
 // (and again on `announce` or a new scheduler instance), publishes
 // heartbeats listing the attempts whose results are not yet acknowledged,
 // sends unacknowledged results again every 5 s, and counts `ack`s.

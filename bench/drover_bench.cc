@@ -20,8 +20,9 @@
 //              independent (`depends_on = []`) `true` tasks, the next one
 //              submitted while fewer than 4,000 tasks are unfinished, run
 //              by 4 in-process bench workers of 128 slots (bench_worker.h)
-//              that answer each `assign` with `started` and `result` at
-//              once; every transition is stored and synced by droverd as
+//              that answer each `assign` with a `result` at once (as
+//              drover-worker does for an attempt that ends within its
+//              20 ms `started` hold); every transition is stored and synced by droverd as
 //              in production. 300,000 tasks (quick: 30,000), from the
 //              first submit to the last `ack`; then every job is checked
 //              COMPLETED with `status`.            -> overhead_tasks_per_s

@@ -79,6 +79,10 @@ int main(int argc, char** argv) {
   std::signal(SIGTERM, OnSignal);
   std::signal(SIGINT, OnSignal);
   std::signal(SIGPIPE, SIG_IGN);
+  // Past a file-size limit (RLIMIT_FSIZE), a write fails with EFBIG like a
+  // full disk, and the store's sticky error handles both; the signal would
+  // kill droverd instead.
+  std::signal(SIGXFSZ, SIG_IGN);
   Status st = server.Start();
   if (!st.ok()) {
     g_server = nullptr;

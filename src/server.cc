@@ -107,6 +107,8 @@ Status Server::Start() {
     Status st = watcher_->Start();
     if (!st.ok()) return st;
   }
+  batch_ = std::make_unique<Batch>(store_.get());
+  committer_ = std::make_unique<Committer>(store_.get());
   LoadUnfinished();
   spdlog::info("droverd {} serving: api {}, tasks {}, heartbeat {}",
                DROVER_VERSION, api_.get(zmq::sockopt::last_endpoint),
@@ -146,8 +148,8 @@ void Server::LoadUnfinished() {
                      std::move(*tasks), now, fx);
     ++resumed;
   }
-  batch_ = std::make_unique<Batch>(store_.get());
-  Persist(fx);
+  Stage(fx);
+  Drain();
   if (resumed > 0) spdlog::info("resumed {} unfinished jobs", resumed);
 }
 
@@ -164,7 +166,6 @@ std::string Server::StatusLine() const {
 
 Status Server::Run() {
   if (on_ready_) on_ready_();
-  batch_ = std::make_unique<Batch>(store_.get());
   bool first_turn = true;
   while (!stop_.load()) {
     TimeMs now = clock_.Now();
@@ -175,16 +176,22 @@ Status Server::Run() {
     timeout = std::clamp<long>(static_cast<long>(next_heartbeat_ - now), 0,
                                timeout);
     timeout = std::clamp<long>(static_cast<long>(next_tick_ - now), 0, timeout);
+    // A negative fd is ignored by poll(2): no watcher, no write in flight.
     zmq_pollitem_t items[] = {
         {api_.handle(), 0, ZMQ_POLLIN, 0},
         {tasks_.handle(), 0, ZMQ_POLLIN, 0},
         {heartbeat_.handle(), 0, ZMQ_POLLIN, 0},
         {nullptr, watcher_ ? watcher_->fd() : -1, ZMQ_POLLIN, 0},
+        {nullptr, committer_->busy() ? committer_->fd() : -1, ZMQ_POLLIN, 0},
     };
-    if (zmq_poll(items, watcher_ ? 4 : 3, timeout) < 0 &&
-        zmq_errno() != EINTR) {
+    if (zmq_poll(items, 5, timeout) < 0 && zmq_errno() != EINTR) {
+      Drain();
       return Status::Internal(std::string("poll: ") +
                               zmq_strerror(zmq_errno()));
+    }
+    // The last batch is durable: out go its replies and messages.
+    if (std::optional<Status> done = committer_->Finish()) {
+      FinishGroup(in_flight_, *done);
     }
     Effects fx;
     try {
@@ -213,13 +220,8 @@ Status Server::Run() {
     first_turn = false;
     now = clock_.Now();
     if (!read_only_) plan_.Tick(now, fx);
-    const bool committed = Persist(fx);
-    SendReplies(committed);
-    if (committed) {
-      SendToWorkers(fx);
-      for (auto& action : after_commit_) action();
-    }
-    after_commit_.clear();
+    Stage(fx);
+    HandOver();
     if (now >= next_heartbeat_) {
       PublishHeartbeat();
       next_heartbeat_ = now + options_.heartbeat_interval.count();
@@ -230,11 +232,12 @@ Status Server::Run() {
       next_tick_ = now + tick_period_.count();
     }
   }
+  Drain();
   spdlog::info("droverd stopping");
   return Status::Ok();
 }
 
-bool Server::Persist(Effects& fx) {
+void Server::Stage(Effects& fx) {
   Batch& batch = *batch_;
   for (const JobRecord& j : fx.jobs) {
     Status st = batch.PutJob(j);
@@ -248,23 +251,71 @@ bool Server::Persist(Effects& fx) {
     }
   }
   for (auto& [job_id, chunk] : fx.logs) batch.AppendLog(job_id, chunk);
-  bool ok = true;
-  if (!batch.empty()) {
-    Status st = store_->Commit(batch);
-    if (!st.ok()) {
-      if (!read_only_) {
-        spdlog::critical(
-            "store write failed, accepting no more changes until restarted: "
-            "{}",
-            st.ToString());
-      }
-      read_only_ = true;
-      ok = false;
+  auto append = [](auto& to, auto& from) {
+    if (to.empty()) {
+      to = std::move(from);
+    } else {
+      to.insert(to.end(), std::make_move_iterator(from.begin()),
+                std::make_move_iterator(from.end()));
     }
+    from.clear();
+  };
+  append(open_.replies, replies_);
+  append(open_.after_commit, after_commit_);
+  append(open_.fx.messages, fx.messages);
+  append(open_.fx.jobs, fx.jobs);
+  append(open_.fx.tasks, fx.tasks);
+  append(open_.fx.logs, fx.logs);
+}
+
+void Server::HandOver() {
+  if (committer_->busy()) return;  // the next turn adds to this group
+  Group group = std::move(open_);
+  open_ = Group{};
+  if (batch_->empty()) {
+    // Nothing to write (a query, a heartbeat): out at once, as durable as
+    // everything before it.
+    if (!group.replies.empty() || !group.fx.messages.empty() ||
+        !group.after_commit.empty()) {
+      FinishGroup(group, Status::Ok());
+    }
+    return;
   }
+  Result<PreparedWrite> write = store_->Prepare(*batch_);
   batch_ = std::make_unique<Batch>(store_.get());
-  if (ok) LogEvents(fx);
-  return ok;
+  if (!write.ok()) {
+    FinishGroup(group, write.status());
+    return;
+  }
+  in_flight_ = std::move(group);
+  committer_->Start(std::move(*write));
+}
+
+void Server::Drain() {
+  while (true) {
+    if (committer_->busy()) FinishGroup(in_flight_, committer_->Wait());
+    HandOver();
+    if (!committer_->busy()) return;
+  }
+}
+
+void Server::FinishGroup(Group& group, const Status& written) {
+  const bool committed = written.ok();
+  if (!committed) {
+    if (!read_only_) {
+      spdlog::critical(
+          "store write failed, accepting no more changes until restarted: {}",
+          written.ToString());
+    }
+    read_only_ = true;
+  }
+  SendReplies(group.replies, committed);
+  if (committed) {
+    SendToWorkers(group.fx);
+    for (auto& action : group.after_commit) action();
+    LogEvents(group.fx);
+  }
+  group = Group{};
 }
 
 void Server::LogEvents(const Effects& fx) {
@@ -319,8 +370,8 @@ void Server::LogWorkerChanges() {
   worker_states_ = std::move(now);
 }
 
-void Server::SendReplies(bool committed) {
-  for (Reply& r : replies_) {
+void Server::SendReplies(std::vector<Reply>& replies, bool committed) {
+  for (Reply& r : replies) {
     if (r.needs_commit && !committed) {
       r.body = ErrorFrame(r.request_id,
                           Status::Unavailable("the scheduler could not store "
@@ -339,7 +390,7 @@ void Server::SendReplies(bool committed) {
       spdlog::warn("reply to a client dropped: {}", e.what());
     }
   }
-  replies_.clear();
+  replies.clear();
 }
 
 void Server::SendToWorkers(Effects& fx) {

@@ -1,8 +1,9 @@
 // Server: droverd's one event loop. It owns the store, the Plan and the
 // three ZeroMQ sockets (client API, worker channel, heartbeat channel),
 // polls them and its timers, feeds each event to the Plan, persists what
-// changed in one batch per loop turn (group commit), and only then sends
-// replies and assignments.
+// changed in one batch (group commit), and only then sends replies and
+// assignments. The batch is written and synced by a Committer thread while
+// the loop goes on with the next turns, whose changes form the next batch.
 //
 // Thread-compatible: Run() is called once, on the thread that made the
 // Server; RequestStop() is async-signal-safe and may be called from any
@@ -20,6 +21,7 @@
 #include <zmq.hpp>
 
 #include "drover/clock.h"
+#include "committer.h"
 #include "drover/store.h"
 #include "plan.h"
 #include "watcher.h"
@@ -95,9 +97,25 @@ class Server {
   void FinishWatched(const WatchedFile& f, const std::string& marker,
                      const std::string& job_id);
   Result<JobView> View(const std::string& job_id, bool with_tasks) const;
-  // Persists batch_ and fx in one commit; false if it failed.
-  bool Persist(Effects& fx);
-  void SendReplies(bool committed);
+  // One group commit: the changes of the loop turns since the last write
+  // was handed over, and what may go out only once they are durable.
+  struct Group {
+    std::vector<Reply> replies;
+    std::vector<std::function<void()>> after_commit;
+    Effects fx;  // messages to workers; records and notes for LogEvents
+  };
+  // Adds this turn's records to batch_, and its replies, messages and
+  // after-commit actions to open_.
+  void Stage(Effects& fx);
+  // Unless a write is in flight: hands batch_ to the committer, with open_
+  // waiting for it (or, with nothing to write, sends open_ at once).
+  void HandOver();
+  // Writes everything staged, waiting for it; before the loop returns.
+  void Drain();
+  // Sends what waited for a write (or refuses the acknowledgements in it
+  // if the write failed, and accepts no more changes).
+  void FinishGroup(Group& group, const Status& written);
+  void SendReplies(std::vector<Reply>& replies, bool committed);
   void SendToWorkers(Effects& fx);
   void PublishHeartbeat();
   void LogWorkerChanges();
@@ -115,11 +133,15 @@ class Server {
   zmq::socket_t api_;
   zmq::socket_t tasks_;
   zmq::socket_t heartbeat_;
-  std::vector<Reply> replies_;
+  std::vector<Reply> replies_;  // this loop turn's
   std::unique_ptr<Watcher> watcher_;
   // Done once this turn's batch is durable (moving watched files).
   std::vector<std::function<void()>> after_commit_;
-  std::unique_ptr<Batch> batch_;  // new jobs of this loop turn
+  // The changes of the turns since the last hand-over to committer_.
+  std::unique_ptr<Batch> batch_;
+  Group open_;       // what waits for batch_
+  Group in_flight_;  // what waits for the write committer_ is doing
+  std::unique_ptr<Committer> committer_;
   std::atomic<bool> stop_{false};
   std::function<void()> on_ready_;
   std::function<void()> on_tick_;

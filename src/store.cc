@@ -248,20 +248,28 @@ class Writer {
   void Array(uint32_t n) { Header(n, 0x90, 0xdc, 0xdd); }
   void Str(std::string_view s) {
     const size_t n = s.size();
+    // Every record is mostly short strings (its field names): one room
+    // check for the header and the bytes.
+    char* p = Room(n + 5);
+    size_t h = 1;
     if (n < 32) {
-      Byte(0xa0 | n);
+      p[0] = static_cast<char>(0xa0 | n);
     } else if (n < 256) {
-      Byte(0xd9);
-      Big(n, 1);
+      p[0] = static_cast<char>(0xd9);
+      p[1] = static_cast<char>(n);
+      h = 2;
     } else if (n < 65536) {
-      Byte(0xda);
-      Big(n, 2);
+      p[0] = static_cast<char>(0xda);
+      p[1] = static_cast<char>(n >> 8);
+      p[2] = static_cast<char>(n);
+      h = 3;
     } else {
-      Byte(0xdb);
-      Big(n, 4);
+      p[0] = static_cast<char>(0xdb);
+      for (int i = 0; i < 4; ++i) p[1 + i] = static_cast<char>(n >> (24 - 8 * i));
+      h = 5;
     }
-    std::memcpy(Room(n), s.data(), n);
-    size_ += n;
+    std::memcpy(p + h, s.data(), n);
+    size_ += h + n;
   }
   void Uint(uint64_t v) {
     if (v < 128) {
@@ -579,7 +587,7 @@ struct Store::Impl {
   }
 
   // Requires mu. Records the states a committed batch left.
-  void Remember(const std::map<std::string, int>& states) {
+  void Remember(const std::unordered_map<std::string, int>& states) {
     std::vector<std::string_view> ended;
     for (const auto& [key, state] : states) {
       std::string_view k = key;
@@ -655,7 +663,8 @@ struct Store::Impl {
   // set) moves from: the one put earlier in the batch, else the committed
   // one (from `live`, else read from the store); nullopt for a new record.
   template <typename R>
-  Result<std::optional<int>> FromState(const std::map<std::string, int>& batch,
+  Result<std::optional<int>> FromState(
+      const std::unordered_map<std::string, int>& batch,
                                        const std::string& key,
                                        std::string_view job_id,
                                        std::optional<uint32_t> index) const {
@@ -823,12 +832,52 @@ Status Store::health() const {
 
 uint64_t Store::commit_count() const { return impl_->commits.load(); }
 
+struct PreparedWrite::Rep {
+  leveldb::WriteBatch batch;
+  size_t ops = 0;
+};
+
+PreparedWrite::PreparedWrite() : rep_(std::make_unique<Rep>()) {}
+PreparedWrite::~PreparedWrite() = default;
+PreparedWrite::PreparedWrite(PreparedWrite&&) noexcept = default;
+PreparedWrite& PreparedWrite::operator=(PreparedWrite&&) noexcept = default;
+bool PreparedWrite::empty() const { return rep_ == nullptr || rep_->ops == 0; }
+
 Status Store::Commit(Batch& batch) {
+  Result<PreparedWrite> write = Prepare(batch);
+  if (!write.ok()) return write.status();
+  return Write(*write);
+}
+
+Status Store::Write(PreparedWrite& write) {
   {
     std::lock_guard<std::mutex> lock(impl_->mu);
     if (!impl_->sticky.ok()) return impl_->sticky;
   }
-  if (batch.empty()) return Status::Ok();
+  if (write.empty()) return Status::Ok();
+  leveldb::WriteOptions wo;
+  wo.sync = impl_->options.sync;
+  impl_->commits.fetch_add(1);
+  // No lock around the write: LevelDB groups concurrent writers into one
+  // log write and one fsync.
+  leveldb::Status s = impl_->db->Write(wo, &write.rep_->batch);
+  if (!s.ok()) {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    impl_->FailWrite(s);
+    return impl_->sticky;
+  }
+  write.rep_->batch.Clear();
+  write.rep_->ops = 0;
+  return Status::Ok();
+}
+
+Result<PreparedWrite> Store::Prepare(Batch& batch) {
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    if (!impl_->sticky.ok()) return impl_->sticky;
+  }
+  PreparedWrite write;
+  if (batch.empty()) return write;
   // A record put several times in one batch (a task started and finished
   // in the same loop turn) is written once, as it was put last: the same
   // outcome, less to log and to compact.
@@ -837,7 +886,7 @@ Status Store::Commit(Batch& batch) {
   for (size_t i = 0; i < batch.ops_.size(); ++i) {
     last[batch.ops_[i].key] = i;
   }
-  leveldb::WriteBatch wb;
+  leveldb::WriteBatch& wb = write.rep_->batch;
   for (size_t i = 0; i < batch.ops_.size(); ++i) {
     const Batch::Op& op = batch.ops_[i];
     if (last[op.key] != i) continue;
@@ -846,17 +895,7 @@ Status Store::Commit(Batch& batch) {
     } else {
       wb.Delete(op.key);
     }
-  }
-  leveldb::WriteOptions wo;
-  wo.sync = impl_->options.sync;
-  impl_->commits.fetch_add(1);
-  // No lock around the write: LevelDB groups concurrent writers into one
-  // log write and one fsync.
-  leveldb::Status s = impl_->db->Write(wo, &wb);
-  if (!s.ok()) {
-    std::lock_guard<std::mutex> lock(impl_->mu);
-    impl_->FailWrite(s);
-    return impl_->sticky;
+    ++write.rep_->ops;
   }
   {
     std::lock_guard<std::mutex> lock(impl_->mu);
@@ -864,7 +903,7 @@ Status Store::Commit(Batch& batch) {
   }
   batch.ops_.clear();
   batch.pending_state_.clear();
-  return Status::Ok();
+  return write;
 }
 
 Result<JobRecord> Store::GetJob(std::string_view job_id) const {

@@ -168,6 +168,7 @@ Process& Cluster::StartScheduler(std::vector<std::string> extra,
       "--heartbeat-interval",     interval_,     "--heartbeat-liveness",
       std::to_string(liveness_),  "--log-level", "debug"};
   argv.insert(argv.end(), extra.begin(), extra.end());
+  argv.insert(argv.begin(), scheduler_prefix_.begin(), scheduler_prefix_.end());
   scheduler_ = std::make_unique<Process>(argv, dir_ + "/droverd.log");
   ++scheduler_starts_;
   if (!wait_ready) return *scheduler_;

@@ -61,6 +61,10 @@ class Cluster {
                    int liveness = 3);
   ~Cluster();
 
+  // Runs the scheduler under `prefix`, e.g. {"prlimit", "--fsize=N"}.
+  void set_scheduler_prefix(std::vector<std::string> prefix) {
+    scheduler_prefix_ = std::move(prefix);
+  }
   // Waits until it answers requests unless `wait_ready` is false.
   Process& StartScheduler(std::vector<std::string> extra = {},
                           bool wait_ready = true);
@@ -96,6 +100,7 @@ class Cluster {
 
  private:
   std::string dir_;
+  std::vector<std::string> scheduler_prefix_;
   std::string api_, tasks_, heartbeat_;
   std::string interval_;
   int liveness_;

@@ -362,4 +362,46 @@ TEST_CASE("Mesh.GarbageToAWorker") {
   CHECK(c.worker("target").Running());
 }
 
+
+// A write that fails (here the file-size limit, as a full disk would) is
+// never acknowledged: the submit that needed it gets Unavailable, every
+// later change is refused, what was stored before stays readable, and
+// droverd keeps serving.
+TEST_CASE("Mesh.FailedWriteIsNeverAcknowledged") {
+  Cluster c;
+  // Room for the store's first files and one small job, not for a big one.
+  c.set_scheduler_prefix({"prlimit", "--fsize=262144"});
+  c.StartScheduler();
+  const std::string small =
+      "name = \"small\"\n[[tasks]]\nname = \"a\"\nrun = \"true\"\n";
+  const std::string first = c.Submit(small);
+  std::string big = "name = \"big\"\n";
+  for (int i = 0; i < 2000; ++i) {
+    big += "[[tasks]]\nname = \"t" + std::to_string(i) +
+           "\"\nrun = \"echo a fairly long line to fill the log\"\n"
+           "depends_on = []\n";
+  }
+  SubmitRequest req;
+  req.source = big;
+  auto refused = c.client().Call<SubmitReply>(req);
+  REQUIRE_FALSE(refused.ok());
+  CHECK(refused.status().code() == Code::kUnavailable);
+  CHECK(refused.status().message().find("could not store") !=
+        std::string::npos);
+  req.source = small;
+  auto later = c.client().Call<SubmitReply>(req);
+  REQUIRE_FALSE(later.ok());
+  CHECK(later.status().code() == Code::kUnavailable);
+  // Reads still answer, from what was durably stored.
+  JobView job = c.Status(first);
+  CHECK(job.id == first);
+  CHECK(job.state == "PENDING");
+  ListRequest list;
+  auto jobs = c.client().Call<ListReply>(list);
+  REQUIRE(jobs.ok());
+  CHECK(jobs->jobs.size() == 1);
+  CHECK(c.scheduler().Running());
+  CHECK(c.SchedulerLog().find("store write failed") != std::string::npos);
+}
+
 }  // namespace drover::testing

@@ -184,11 +184,10 @@ void Worker::SendHeartbeat() {
   }
 }
 
-void Worker::Post(std::string frame, const AttemptRef* finished) {
+void Worker::Post(Outgoing message) {
   {
     std::lock_guard lock(mu_);
-    outbox_.push_back(std::move(frame));
-    if (finished != nullptr) finished_.push_back(*finished);
+    outbox_.push_back(std::move(message));
   }
   const uint64_t one = 1;
   (void)!write(event_fd_, &one, sizeof one);
@@ -197,22 +196,39 @@ void Worker::Post(std::string frame, const AttemptRef* finished) {
 void Worker::DrainOutbox() {
   uint64_t count;
   (void)!read(event_fd_, &count, sizeof count);
-  std::deque<std::string> frames;
-  std::vector<AttemptRef> finished;
+  std::deque<Outgoing> messages;
   {
     std::lock_guard lock(mu_);
-    frames.swap(outbox_);
-    finished.swap(finished_);
+    messages.swap(outbox_);
   }
-  for (const std::string& f : frames) {
-    auto parsed = Frame::Parse(f);
-    if (parsed.ok() && parsed->type() == TaskResult::kType) {
-      auto r = parsed->As<TaskResult>();
-      if (r.ok()) unacked_[r->ref] = f;
+  for (Outgoing& m : messages) {
+    switch (m.kind) {
+      case Outgoing::Kind::kLog:
+        Send(m.frame);
+        break;
+      case Outgoing::Kind::kResult:
+        // Ended within the hold: the result says when it started.
+        held_started_.erase(m.ref);
+        Send(m.frame);
+        unacked_[m.ref] = std::move(m.frame);
+        running_.erase(m.ref);  // joins its thread, which is ending
+        break;
     }
-    Send(f);
   }
-  for (const AttemptRef& ref : finished) running_.erase(ref);  // joins
+}
+
+TimeMs Worker::SendHeldStarted(std::optional<TimeMs> now) {
+  TimeMs next = 0;
+  for (auto it = held_started_.begin(); it != held_started_.end();) {
+    if (!now || it->second.first <= *now) {
+      Send(it->second.second);
+      it = held_started_.erase(it);
+    } else {
+      if (next == 0 || it->second.first < next) next = it->second.first;
+      ++it;
+    }
+  }
+  return next;
 }
 
 void Worker::OnAssign(const Assign& a) {
@@ -248,18 +264,23 @@ void Worker::OnAssign(const Assign& a) {
   run.worker = options_.name;
   spdlog::info("job {} task {} attempt {}: starting '{}' ({})", a.ref.job_id,
                a.ref.task, a.ref.attempt, run.task_name, a.runtime);
+  // The attempt starts now. Its `started` report waits here, not on the
+  // task thread, so a short task costs the loop no extra wake-up; the
+  // result, if it comes within kStartedHold, replaces it.
+  const TimeMs started_at = clock_.Now();
+  Started started;
+  started.ref = a.ref;
+  started.at_ms = started_at;
+  held_started_[a.ref] = {started_at + kStartedHold.count(), Encode(started)};
   attempt->thread = std::jthread(
-      [this, runtime, run = std::move(run), ref = a.ref,
+      [this, runtime, run = std::move(run), ref = a.ref, started_at,
        secrets = a.redact](std::stop_token stop) {
         TaskResult result;
         result.ref = ref;
-        result.started_at_ms = clock_.Now();
-        Started started;
-        started.ref = ref;
-        started.at_ms = result.started_at_ms;
-        Post(Encode(started), nullptr);
-        ForwardingSink sink(ref, secrets,
-                            [this](std::string f) { Post(std::move(f), nullptr); });
+        result.started_at_ms = started_at;
+        ForwardingSink sink(ref, secrets, [this, ref](std::string f) {
+          Post({Outgoing::Kind::kLog, ref, std::move(f)});
+        });
         RunOutcome out;
         try {
           out = runtime->Run(run, sink, stop);
@@ -279,7 +300,7 @@ void Worker::OnAssign(const Assign& a) {
             "job {} task {} attempt {}: '{}' finished, exit code {}{}{}",
             ref.job_id, ref.task, ref.attempt, run.task_name, out.exit_code,
             result.error.empty() ? "" : ", error: ", result.error);
-        Post(Encode(result), &ref);
+        Post({Outgoing::Kind::kResult, ref, Encode(result)});
       });
   running_[a.ref] = std::move(attempt);
 }
@@ -418,9 +439,12 @@ Status Worker::Run() {
         {heartbeat_.handle(), 0, ZMQ_POLLIN, 0},
         {nullptr, event_fd_, ZMQ_POLLIN, 0},
     };
-    long timeout = std::clamp<long>(
-        static_cast<long>(std::min(next_heartbeat_, next_tick_) - clock_.Now()),
-        0, 200);
+    TimeMs wake = std::min(next_heartbeat_, next_tick_);
+    if (const TimeMs held = SendHeldStarted(clock_.Now()); held != 0) {
+      wake = std::min(wake, held);
+    }
+    long timeout = std::clamp<long>(static_cast<long>(wake - clock_.Now()),
+                                    0, 200);
     if (zmq_poll(items, 3, timeout) < 0 && zmq_errno() != EINTR) {
       return Status::Internal(std::string("poll: ") +
                               zmq_strerror(zmq_errno()));

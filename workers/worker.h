@@ -4,7 +4,10 @@
 // task thread of its own through a Runtime, and reports what happened.
 //
 // Results are kept until the scheduler acknowledges them, and sent again
-// after a reconnect, so a scheduler restart loses none. When the scheduler's
+// after a reconnect, so a scheduler restart loses none. A `started` report
+// is held back for kStartedHold: an attempt that ends within it is reported
+// by its result alone (which carries its start time), saving the scheduler
+// a durable write and a round trip for every short task. When the scheduler's
 // heartbeat shows a new instance, the worker says hello again, naming the
 // attempts it is still running so they are adopted, not rerun.
 //
@@ -21,6 +24,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -43,6 +47,10 @@ struct WorkerOptions {
   // SIGTERM: how long running tasks may finish before they are handed back.
   std::chrono::milliseconds shutdown_grace{std::chrono::seconds(30)};
 };
+
+// How long a `started` report waits for the attempt's result before it is
+// sent on its own (docs/PROTOCOL.md).
+inline constexpr std::chrono::milliseconds kStartedHold{20};
 
 class Worker {
  public:
@@ -82,8 +90,18 @@ class Worker {
   void SayHello();
   void SendHeartbeat();
   void Send(const std::string& body);
+  // What a task thread hands to the loop.
+  struct Outgoing {
+    enum class Kind { kLog, kResult };
+    Kind kind;
+    AttemptRef ref;
+    std::string frame;
+  };
   void DrainOutbox();
-  void Post(std::string frame, const AttemptRef* finished);
+  void Post(Outgoing message);
+  // Sends the held `started` reports due by `now` (all of them if `now` is
+  // nullopt); returns when the next one is due, or 0.
+  TimeMs SendHeldStarted(std::optional<TimeMs> now);
   std::string State();
 
   WorkerOptions options_;
@@ -95,12 +113,15 @@ class Worker {
   int event_fd_ = -1;
   std::atomic<bool> stop_{false};
 
-  std::mutex mu_;                    // guards outbox_ and finished_
-  std::deque<std::string> outbox_;   // frames from task threads
-  std::vector<AttemptRef> finished_; // attempts whose thread has ended
+  std::mutex mu_;                    // guards outbox_
+  std::deque<Outgoing> outbox_;      // from task threads; a result also
+                                     // means the attempt's thread has ended
 
   std::map<AttemptRef, std::unique_ptr<Attempt>> running_;
   std::map<AttemptRef, std::string> unacked_;  // result frames
+  // `started` frames held back until due (kStartedHold), by attempt; put
+  // there when the attempt's thread is started.
+  std::map<AttemptRef, std::pair<TimeMs, std::string>> held_started_;
   std::string scheduler_;  // instance id of the scheduler we said hello to
   std::string last_state_;  // as last sent in a heartbeat
   bool welcomed_ = false;

@@ -16,6 +16,10 @@
 // A failed write is sticky: after it every Commit returns the same error,
 // so no caller goes on with state it could not persist.
 //
+// Commit is Prepare then Write; droverd calls the two itself, so that one
+// batch is written and synced on a thread of its own while the next is
+// built (see src/committer.h).
+//
 // Thread-safety: Store is thread-safe. A Batch belongs to one thread.
 #ifndef DROVER_STORE_H_
 #define DROVER_STORE_H_
@@ -25,6 +29,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <string_view>
 #include <vector>
 
@@ -117,7 +122,24 @@ class Batch {
   Store* store_;
   std::vector<Op> ops_;
   // Latest state put in this batch, by key, for chained transitions.
-  std::map<std::string, int> pending_state_;
+  std::unordered_map<std::string, int> pending_state_;
+};
+
+// A Batch made ready to write by Store::Prepare: its records encoded into
+// one LevelDB write. Movable; written by Store::Write on any thread.
+class PreparedWrite {
+ public:
+  PreparedWrite();
+  ~PreparedWrite();
+  PreparedWrite(PreparedWrite&&) noexcept;
+  PreparedWrite& operator=(PreparedWrite&&) noexcept;
+
+  bool empty() const;
+
+ private:
+  friend class Store;
+  struct Rep;
+  std::unique_ptr<Rep> rep_;
 };
 
 struct StoreOptions {
@@ -141,6 +163,16 @@ class Store {
 
   // Applies the batch atomically; durable when it returns OK.
   Status Commit(Batch& batch);
+  // The first half of Commit: takes the batch's operations (it is empty
+  // afterwards) and counts its records' states as current for the
+  // transition checks of later batches. That is safe before the write
+  // because a failed write is sticky: no batch after it is ever written.
+  // The sticky error if there is one.
+  Result<PreparedWrite> Prepare(Batch& batch);
+  // The second half: writes and syncs, or returns the sticky error without
+  // writing. Safe on another thread than the Batches' while they are
+  // built; writes must come in the order they were prepared.
+  Status Write(PreparedWrite& write);
   // The sticky error of a failed write, or OK.
   Status health() const;
   // How many Commit calls reached LevelDB (for tests and the benchmark).
