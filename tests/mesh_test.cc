@@ -404,4 +404,34 @@ TEST_CASE("Mesh.FailedWriteIsNeverAcknowledged") {
   CHECK(c.SchedulerLog().find("store write failed") != std::string::npos);
 }
 
+// A task that ends within the worker's `started` hold (20 ms) is reported
+// by its result alone: it still shows when it started, and a task that
+// runs longer shows RUNNING while it runs.
+TEST_CASE("Mesh.ShortTaskReportedByItsResultStillHasItsStart") {
+  Cluster c;
+  c.StartScheduler();
+  c.StartWorker("w1", {"--queue", "default:2"});
+  REQUIRE(Cluster::Eventually([&] { return c.Workers().size() == 1; }));
+  const std::string id = c.Submit(
+      "name = \"quick\"\n[[tasks]]\nname = \"a\"\nrun = \"true\"\n"
+      "[[tasks]]\nname = \"b\"\nrun = \"sleep 1\"\n");
+  // b runs for a second: RUNNING well before it ends.
+  CHECK(Cluster::Eventually(
+      [&] {
+        JobView v = c.Status(id);
+        return v.tasks.size() == 2 && v.tasks[1].state == "RUNNING";
+      },
+      5s));
+  JobView job = c.Wait(id);
+  REQUIRE(job.state == "COMPLETED");
+  REQUIRE(job.tasks.size() == 2);
+  for (const TaskView& t : job.tasks) {
+    REQUIRE(t.started_at);
+    REQUIRE(t.finished_at);
+    CHECK(*t.started_at <= *t.finished_at);  // RFC 3339 UTC sorts as text
+  }
+  REQUIRE(job.started_at);
+  CHECK(*job.started_at == *job.tasks[0].started_at);
+}
+
 }  // namespace drover::testing
