@@ -16,6 +16,9 @@ namespace {
 // How many messages one loop turn takes from a socket before persisting
 // and answering: bounds the latency a burst can add to the others.
 constexpr int kMaxMessagesPerTurn = 512;
+// A turn with at most this many messages writes its batch itself instead of
+// through the committer thread: see Server::HandOver.
+constexpr int kInlineWriteMessages = 4;
 
 std::string ErrorFrame(uint64_t id, const Status& st,
                        std::vector<std::string> details = {}) {
@@ -194,21 +197,25 @@ Status Server::Run() {
       FinishGroup(in_flight_, *done);
     }
     Effects fx;
+    int received = 0;
     try {
       for (int i = 0; i < kMaxMessagesPerTurn; ++i) {
         auto frames = ReceiveMultipart(tasks_);
         if (frames.empty()) break;
         HandleWorker(std::move(frames), fx);
+        ++received;
       }
       for (int i = 0; i < kMaxMessagesPerTurn; ++i) {
         auto frames = ReceiveMultipart(heartbeat_);
         if (frames.empty()) break;
         if (frames.size() == 1) HandleHeartbeat(frames[0], fx);
+        ++received;
       }
       for (int i = 0; i < kMaxMessagesPerTurn; ++i) {
         auto frames = ReceiveMultipart(api_);
         if (frames.empty()) break;
         HandleApi(std::move(frames), fx);
+        ++received;
       }
     } catch (const zmq::error_t& e) {
       spdlog::error("socket error: {}", e.what());
@@ -221,7 +228,7 @@ Status Server::Run() {
     now = clock_.Now();
     if (!read_only_) plan_.Tick(now, fx);
     Stage(fx);
-    HandOver();
+    HandOver(/*inline_write=*/received <= kInlineWriteMessages);
     if (now >= next_heartbeat_) {
       PublishHeartbeat();
       next_heartbeat_ = now + options_.heartbeat_interval.count();
@@ -268,7 +275,7 @@ void Server::Stage(Effects& fx) {
   append(open_.fx.logs, fx.logs);
 }
 
-void Server::HandOver() {
+void Server::HandOver(bool inline_write) {
   if (committer_->busy()) return;  // the next turn adds to this group
   Group group = std::move(open_);
   open_ = Group{};
@@ -285,6 +292,13 @@ void Server::HandOver() {
   batch_ = std::make_unique<Batch>(store_.get());
   if (!write.ok()) {
     FinishGroup(group, write.status());
+    return;
+  }
+  if (inline_write) {
+    // A quiet turn: the loop has nothing to overlap with the sync, and
+    // handing the write to the committer would add two thread wake-ups to
+    // the latency of this turn's replies and assignments.
+    FinishGroup(group, store_->Write(*write));
     return;
   }
   in_flight_ = std::move(group);

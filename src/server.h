@@ -108,8 +108,9 @@ class Server {
   // after-commit actions to open_.
   void Stage(Effects& fx);
   // Unless a write is in flight: hands batch_ to the committer, with open_
-  // waiting for it (or, with nothing to write, sends open_ at once).
-  void HandOver();
+  // waiting for it (or, with nothing to write, sends open_ at once). With
+  // `inline_write`, writes batch_ on this thread and sends open_ after it.
+  void HandOver(bool inline_write = false);
   // Writes everything staged, waiting for it; before the loop returns.
   void Drain();
   // Sends what waited for a write (or refuses the acknowledgements in it
