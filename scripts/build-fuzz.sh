@@ -9,7 +9,7 @@ mkdir -p "$out"
 flags=(-std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined
        -DMSGPACK_NO_BOOST -DDROVER_VERSION=\"fuzz\" -Iinclude -Iworkers)
 toml_lua=$(pkg-config --cflags --libs tomlplusplus lua5.4)
-curl_json=$(pkg-config --cflags --libs libcurl nlohmann_json)
+json=$(pkg-config --cflags --libs nlohmann_json)
 build() {
   local name=$1; shift
   echo "fuzz: building $out/$name" >&2
@@ -22,5 +22,7 @@ build config_fuzz fuzz/config_fuzz.cc src/config.cc src/job_spec.cc \
   src/expression.cc src/status.cc $toml_lua
 build frame_fuzz fuzz/frame_fuzz.cc src/protocol.cc src/status.cc
 build docker_stream_fuzz fuzz/docker_stream_fuzz.cc workers/docker_client.cc \
-  src/status.cc $curl_json -lpthread
-echo "fuzz: targets in $out/: job_file_fuzz config_fuzz frame_fuzz docker_stream_fuzz" >&2
+  workers/unix_http.cc src/status.cc $json -lpthread
+build http_response_fuzz fuzz/http_response_fuzz.cc workers/unix_http.cc \
+  src/status.cc
+echo "fuzz: targets in $out/: job_file_fuzz config_fuzz frame_fuzz docker_stream_fuzz http_response_fuzz" >&2

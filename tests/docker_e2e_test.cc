@@ -4,7 +4,8 @@
 // (logs, exit codes, outputs, tasks.VAR, pre/post sharing volumes), failed,
 // cancelled and timed-out jobs, a worker SIGKILLed mid-task, and a daemon
 // that goes away and comes back; after each job, nothing labelled with it
-// may remain on the daemon.
+// may remain on the daemon, nor an output directory in the worker's work
+// dir.
 //
 // The shared daemon comes from DOCKER_HOST (unix:// only) or
 // /var/run/docker.sock, as scripts/docker-env.sh provides it. The daemon
@@ -16,6 +17,7 @@
 #include <doctest/doctest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <map>
@@ -73,6 +75,31 @@ void ExpectNothingLeftOf(const std::string& job_id,
       20s);
   CHECK_MESSAGE(left.empty(),
                 "left behind by job " << job_id << ": " << Join(left));
+}
+
+// The output directories (bind-mounted at /drover) that `worker`'s
+// attempts have now, under its work dir.
+std::vector<std::string> OutputDirsOf(Cluster& c, const std::string& worker) {
+  std::vector<std::string> names;
+  std::error_code ec;
+  const fs::path root =
+      fs::path(c.dir()) / ("work-" + worker) / "docker-output" / worker;
+  for (const auto& e : fs::directory_iterator(root, ec)) {
+    names.push_back(e.path().filename().string());
+  }
+  return names;
+}
+
+void ExpectNoOutputDirs(Cluster& c, const std::string& worker) {
+  std::vector<std::string> left;
+  Cluster::Eventually(
+      [&] {
+        left = OutputDirsOf(c, worker);
+        return left.empty();
+      },
+      20s);
+  CHECK_MESSAGE(left.empty(), "output directories left by worker "
+                                  << worker << ": " << Join(left));
 }
 
 // The job's main-role container ids, running or not.
@@ -327,6 +354,7 @@ cmd = ["/bin/sh", "-c", "echo argv-form; exit 0"]
         std::string::npos);
   CHECK(StreamLogs(c, id, "exit-code")["stdout"] == "argv-form\n");
   ExpectNothingLeftOf(id);
+  ExpectNoOutputDirs(c, "dk-ok");
 }
 
 TEST_CASE("DockerE2E.FailedJobLeavesNothing") {
@@ -359,6 +387,7 @@ run = "echo must not run"
   CHECK(TaskNamed(job, "never").state != "COMPLETED");
   CHECK(StreamLogs(c, id, "breaks")["stdout"] == "setting up\nabout to fail\n");
   ExpectNothingLeftOf(id);
+  ExpectNoOutputDirs(c, "dk-fail");
 }
 
 TEST_CASE("DockerE2E.CancelledJobStopsItsContainer") {
@@ -387,6 +416,7 @@ run = "echo started; sleep 300"
   CHECK(job.state == "CANCELLED");
   CHECK(TaskNamed(job, "long").state == "CANCELLED");
   ExpectNothingLeftOf(id);
+  ExpectNoOutputDirs(c, "dk-cancel");
   CHECK(docker.ContainerInspect(container).status().code() == Code::kNotFound);
   CHECK(c.worker("dk-cancel").Running());
 }
@@ -416,6 +446,7 @@ post = [{ name = "never", image = "drover-test/busybox:latest", run = "echo post
   CHECK(logs["stdout"] == "started\n");
   CHECK(logs["stdout"].find("post must not run") == std::string::npos);
   ExpectNothingLeftOf(id);
+  ExpectNoOutputDirs(c, "dk-timeout");
 }
 
 TEST_CASE("DockerE2E.KilledWorkerRemovesItsLeftoverOnRestart") {
@@ -431,8 +462,11 @@ TEST_CASE("DockerE2E.KilledWorkerRemovesItsLeftoverOnRestart") {
 
   c.worker("dk-kill").Signal(SIGKILL);
   CHECK(c.worker("dk-kill").Wait() == 128 + SIGKILL);
-  // Nobody is left to stop it: the container outlives its worker.
+  // Nobody is left to stop it: the container outlives its worker, and so
+  // does its output directory.
   CHECK(docker.ContainerInspect(container).ok());
+  const std::vector<std::string> stale = OutputDirsOf(c, "dk-kill");
+  CHECK(stale.size() == 1);
 
   Process& again = StartDockerWorker(c, "dk-kill");
   // The restarted worker removes it before it serves anything.
@@ -448,6 +482,10 @@ TEST_CASE("DockerE2E.KilledWorkerRemovesItsLeftoverOnRestart") {
                      " task work attempt 1: removed the container an earlier "
                      "run of this worker left behind") != std::string::npos;
   }));
+  // Its output directory went with it (the retry has one of its own).
+  for (const std::string& d : OutputDirsOf(c, "dk-kill")) {
+    CHECK(std::find(stale.begin(), stale.end(), d) == stale.end());
+  }
   Release(docker, WaitForRunningContainer(c, docker, id, "started"));
   JobView job = c.Wait(id, 60s);
   CHECK(job.state == "COMPLETED");
@@ -456,6 +494,7 @@ TEST_CASE("DockerE2E.KilledWorkerRemovesItsLeftoverOnRestart") {
   CHECK(work.output == "finished");
   CHECK(work.worker == "dk-kill");
   ExpectNothingLeftOf(id);
+  ExpectNoOutputDirs(c, "dk-kill");
 }
 
 TEST_CASE("DockerE2E.DaemonGoneThenBack") {
@@ -507,6 +546,7 @@ TEST_CASE("DockerE2E.DaemonGoneThenBack") {
   // The stopped attempt's container and volume, which could not be removed
   // while the daemon was down, are removed once it is back.
   ExpectNothingLeftOf(first, daemon.socket());
+  ExpectNoOutputDirs(c, "dk-flaky");
 
   // 2. A worker killed mid-task starts again while the daemon is down: it
   //    stays up (degraded), and removes what its earlier run left as soon
@@ -539,6 +579,7 @@ TEST_CASE("DockerE2E.DaemonGoneThenBack") {
                      "run of this worker left behind") != std::string::npos;
   }));
   ExpectNothingLeftOf(second, daemon.socket());
+  ExpectNoOutputDirs(c, "dk-flaky");
   // Stop the worker before its daemon, or it would log a degraded end.
   again.Signal(SIGTERM);
   CHECK(again.Wait(30s) == 0);

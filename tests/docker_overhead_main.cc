@@ -4,9 +4,9 @@
 //
 //   bare     DockerClient: create, start, wait, remove — no logs, no output
 //            file, no init, no labels
-//   runtime  DockerRuntime::Run of the same task (volumes none): create, the
-//            output file, start, logs, wait, inspect, read the output,
-//            remove
+//   runtime  DockerRuntime::Run of the same task (volumes none): the output
+//            directory (bind-mounted), create, start, logs, wait, read the
+//            output, remove
 //   e2e      a one-task job submitted to a real droverd with one real
 //            drover-worker (--runtime docker), timed from submit until
 //            `status` says COMPLETED (polled every millisecond)
@@ -225,6 +225,7 @@ int Main(int argc, char** argv) {
     };
     DockerRuntimeOptions options;
     options.socket_path = socket;
+    options.work_dir = dir + "/runtime-work";  // the bind method, as a worker
     DockerRuntime runtime(options);
     TaskRun task;
     task.job_id = "overhead";

@@ -12,7 +12,9 @@
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
+#include <functional>
 #include <mutex>
 #include <sstream>
 #include <string>
@@ -66,10 +68,44 @@ class CaptureSink : public LogSink {
 
 using docker_test::DockerAvailable;
 
+// This test process's work dir, holding the bind method's output
+// directories; removed at exit.
+const std::string& WorkDir() {
+  struct Dir {
+    std::string path;
+    Dir() {
+      char tmpl[] = "/tmp/drover-docker-test-XXXXXX";
+      REQUIRE(::mkdtemp(tmpl) != nullptr);
+      path = tmpl;
+    }
+    ~Dir() {
+      std::error_code ec;
+      std::filesystem::remove_all(path, ec);
+    }
+  };
+  static const Dir dir;
+  return dir.path;
+}
+
+// Where the runtime keeps `worker`'s output directories.
+std::filesystem::path OutputRoot(const std::string& worker = Worker()) {
+  return std::filesystem::path(WorkDir()) / "docker-output" / worker;
+}
+
+std::vector<std::string> Entries(const std::filesystem::path& dir) {
+  std::vector<std::string> names;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    names.push_back(e.path().filename().string());
+  }
+  return names;
+}
+
 DockerRuntimeOptions Options() {
   DockerRuntimeOptions o;
   o.socket_path = SocketPath();
   o.stop_grace = milliseconds(1000);
+  o.work_dir = WorkDir();
   return o;
 }
 
@@ -85,8 +121,12 @@ TaskRun Task(std::string name, std::string run) {
   return t;
 }
 
-// No container or volume of this test process may outlive a Run.
+// No container, volume or output directory of this test process may
+// outlive a Run.
 void ExpectNoLeftovers() {
+  for (const std::string& d : Entries(OutputRoot())) {
+    FAIL_CHECK("left: output directory " << d);
+  }
   DockerClient client(SocketPath());
   std::string label = "drover.worker=" + Worker();
   Result<std::vector<DockerObject>> containers = client.ContainerList(label);
@@ -687,6 +727,154 @@ TEST_CASE("DockerRuntime.ConcurrentRuns") {
   ExpectNoLeftovers();
 }
 
+// A sink that calls `on_stdout` with everything the task prints, as it
+// arrives (on the runtime's log thread).
+class WatchingSink : public CaptureSink {
+ public:
+  explicit WatchingSink(std::function<void(std::string_view)> on_stdout)
+      : on_stdout_(std::move(on_stdout)) {}
+  void Write(char stream, std::string_view data) override {
+    CaptureSink::Write(stream, data);
+    if (stream == 'o') on_stdout_(data);
+  }
+
+ private:
+  std::function<void(std::string_view)> on_stdout_;
+};
+
+TEST_CASE("DockerRuntime.OutputThroughABindMountUnderANonRootUser") {
+  if (!DockerAvailable()) return;
+  DockerRuntime rt(Options());
+  CHECK(rt.output_method() == DockerOutputMethod::kBind);
+  // While the task runs, its /drover is a directory of the work dir.
+  std::mutex mu;
+  std::vector<std::string> seen;
+  std::string host_contents;
+  WatchingSink logs([&](std::string_view data) {
+    if (data.find("written") == std::string_view::npos) return;
+    std::lock_guard lock(mu);
+    seen = Entries(OutputRoot());
+    if (seen.size() == 1) {
+      std::ifstream in(OutputRoot() / seen[0] / "output");
+      std::getline(in, host_contents);
+    }
+  });
+  TaskRun t = Task("t",
+                   "grep -c ' /drover ' /proc/mounts; "
+                   "ls -ld /drover | cut -c1-10; "
+                   "ls -l $DROVER_OUTPUT | cut -c1-10; id -u; "
+                   "echo from-nobody > $DROVER_OUTPUT; echo written; sleep 1");
+  t.user = "65534:65534";
+  RunOutcome r = rt.Run(t, logs, {});
+  CHECK(r.ok());
+  CHECK(logs.out() == "1\ndrwxrwxrwt\n-rw-rw-rw-\n65534\nwritten\n");
+  CHECK(r.output == "from-nobody\n");
+  {
+    std::lock_guard lock(mu);
+    CHECK(seen.size() == 1);
+    CHECK(host_contents == "from-nobody");
+  }
+  CHECK(rt.output_method() == DockerOutputMethod::kBind);
+  ExpectNoLeftovers();
+}
+
+TEST_CASE("DockerRuntime.BindOutputIsNeverReadThroughALinkOrAFifo") {
+  if (!DockerAvailable()) return;
+  DockerRuntime rt(Options());
+  // Followed on the host, the link would hand over the host's file.
+  CaptureSink logs;
+  RunOutcome r = rt.Run(
+      Task("link", "rm $DROVER_OUTPUT; ln -s /etc/hostname $DROVER_OUTPUT"),
+      logs, {});
+  CHECK(r.ok());
+  CHECK(r.output == "");
+  CHECK(logs.notes().find("could not read the output: /drover/output is a "
+                          "symbolic link") != std::string::npos);
+  // Opening a FIFO for reading would wait for a writer.
+  CaptureSink logs2;
+  RunOutcome r2 = rt.Run(
+      Task("fifo", "rm $DROVER_OUTPUT; mkfifo $DROVER_OUTPUT"), logs2, {});
+  CHECK(r2.ok());
+  CHECK(r2.output == "");
+  CHECK(logs2.notes().find("/drover/output is not a regular file") !=
+        std::string::npos);
+  ExpectNoLeftovers();
+}
+
+TEST_CASE("DockerRuntime.ArchiveOutputMethod") {
+  if (!DockerAvailable()) return;
+  DockerRuntimeOptions o = Options();
+  o.output = DockerOutputMethod::kArchive;
+  DockerRuntime rt(o);
+  CHECK(rt.output_method() == DockerOutputMethod::kArchive);
+  CaptureSink logs;
+  TaskRun t = Task("t",
+                   "grep -c ' /drover ' /proc/mounts; "
+                   "ls -ld /drover | cut -c1-10; id -u; "
+                   "echo from-nobody > $DROVER_OUTPUT");
+  t.user = "65534:65534";
+  RunOutcome r = rt.Run(t, logs, {});
+  CHECK(r.ok());
+  CHECK(logs.out() == "0\ndrwxrwxrwt\n65534\n");  // not a mount
+  CHECK(r.output == "from-nobody\n");
+
+  RunOutcome failed =
+      rt.Run(Task("f", "echo partial > $DROVER_OUTPUT; exit 3"), logs, {});
+  CHECK(failed.error == "exited with code 3");
+  CHECK(failed.output == "partial\n");
+
+  CaptureSink logs2;
+  RunOutcome big = rt.Run(
+      Task("big", "head -c 100000 /dev/zero | tr '\\0' a > $DROVER_OUTPUT"),
+      logs2, {});
+  CHECK(big.ok());
+  CHECK(big.output.size() == kMaxOutputBytes);
+  CHECK(logs2.notes().find("output truncated") != std::string::npos);
+  ExpectNoLeftovers();
+}
+
+TEST_CASE("DockerRuntime.FallsBackToArchiveWhenTheDaemonCannotMount") {
+  if (!DockerAvailable()) return;
+  DockerRuntimeOptions o = Options();
+  // As if the daemon ran elsewhere: the path it is given does not exist.
+  o.daemon_work_dir = "/drover-no-such-dir-" + std::to_string(::getpid());
+  std::mutex mu;
+  std::vector<std::string> warnings;
+  o.warn = [&](const std::string& m) {
+    std::lock_guard lock(mu);
+    warnings.push_back(m);
+  };
+  DockerRuntime rt(o);
+  CHECK(rt.output_method() == DockerOutputMethod::kBind);
+  CaptureSink logs;
+  TaskRun t = Task("t", "id -u; echo fell-back > $DROVER_OUTPUT");
+  t.user = "65534:65534";
+  RunOutcome r = rt.Run(t, logs, {});
+  CHECK(r.ok());
+  CHECK(r.error == "");
+  CHECK(logs.out() == "65534\n");
+  CHECK(r.output == "fell-back\n");
+  CHECK(rt.output_method() == DockerOutputMethod::kArchive);
+  CHECK(logs.notes().find("using the archive API") != std::string::npos);
+  {
+    std::lock_guard lock(mu);
+    REQUIRE(warnings.size() == 1);
+    CHECK(warnings[0].find(o.daemon_work_dir) != std::string::npos);
+    CHECK(warnings[0].find("archive API from now on") != std::string::npos);
+  }
+  // For good: the next attempt goes straight to the archive API.
+  CaptureSink logs2;
+  RunOutcome r2 = rt.Run(Task("t2", "echo again > $DROVER_OUTPUT"), logs2, {});
+  CHECK(r2.ok());
+  CHECK(r2.output == "again\n");
+  CHECK(logs2.notes().find("archive API") == std::string::npos);
+  {
+    std::lock_guard lock(mu);
+    CHECK(warnings.size() == 1);
+  }
+  ExpectNoLeftovers();
+}
+
 TEST_CASE("DockerRuntime.CleanupLeftoversRemovesAndReports") {
   if (!DockerAvailable()) return;
   DockerRuntime rt(Options());
@@ -702,9 +890,26 @@ TEST_CASE("DockerRuntime.CleanupLeftoversRemovesAndReports") {
   c.cmd = {"sleep", "60"};
   c.labels = labels;
   c.mounts = {{volume, "/data"}};
+  // Output directories: one under this work dir whose container is gone,
+  // one of an earlier run with another work dir that a container names,
+  // and one a label names that is no output directory: it stays.
+  namespace fs = std::filesystem;
+  const fs::path stale = OutputRoot(worker) / "drover-stale";
+  const fs::path earlier =
+      fs::path(WorkDir()) / "earlier" / "docker-output" / worker / "drover-e";
+  const fs::path not_ours = fs::path(WorkDir()) / "not-ours" / "drover-x";
+  for (const fs::path& d : {stale, earlier, not_ours}) {
+    fs::create_directories(d);
+    std::ofstream(d / "output") << "x";
+  }
+  c.labels["drover.output-dir"] = earlier.string();
   Result<std::string> id = rt.client().ContainerCreate(c);
   REQUIRE(id.ok());
   REQUIRE(rt.client().ContainerStart(*id).ok());
+  ContainerConfig c2 = c;
+  c2.mounts.clear();
+  c2.labels["drover.output-dir"] = not_ours.string();
+  REQUIRE(rt.client().ContainerCreate(c2).ok());
 
   Result<std::vector<LeftoverAttempt>> left = rt.CleanupLeftovers(worker);
   REQUIRE(left.ok());
@@ -713,6 +918,10 @@ TEST_CASE("DockerRuntime.CleanupLeftoversRemovesAndReports") {
   std::string label = "drover.worker=" + worker;
   CHECK(rt.client().ContainerList(label)->empty());
   CHECK(rt.client().VolumeList(label)->empty());
+  CHECK(!fs::exists(stale));
+  CHECK(!fs::exists(OutputRoot(worker)));
+  CHECK(!fs::exists(earlier));
+  CHECK(fs::exists(not_ours / "output"));
   Result<std::vector<LeftoverAttempt>> again = rt.CleanupLeftovers(worker);
   REQUIRE(again.ok());
   CHECK(again->empty());

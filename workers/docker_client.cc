@@ -1,14 +1,15 @@
 #include "docker_client.h"
 
-#include <curl/curl.h>
 #include <sys/stat.h>
 
 #include <algorithm>
 #include <cctype>
 #include <charconv>
+#include <chrono>
 #include <cstring>
-#include <memory>
 #include <nlohmann/json.hpp>
+
+#include "unix_http.h"
 
 namespace drover {
 namespace {
@@ -22,11 +23,6 @@ constexpr long kConnectTimeoutMs = 10'000;
 // Buffered bodies (inspect, lists, errors) are small; cap them before they
 // can exhaust memory.
 constexpr size_t kMaxBodyBytes = 32 << 20;
-
-void GlobalInitOnce() {
-  static std::once_flag once;
-  std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
-}
 
 std::string PercentEncode(std::string_view s) {
   static constexpr char kHex[] = "0123456789ABCDEF";
@@ -328,68 +324,22 @@ struct DockerClient::Request {
   long timeout_ms = kCallTimeoutMs;  // 0: none (streams)
 };
 
-namespace {
-
-struct Transfer {
-  CURL* curl = nullptr;
-  const std::function<bool(std::string_view)>* sink = nullptr;
-  const CancelFn* cancel = nullptr;
-  std::string* body = nullptr;
-  bool stopped_by_sink = false;
-  bool cancelled = false;
-  bool overflow = false;
-};
-
-bool Cancelled(Transfer* t) {
-  t->cancelled = t->cancelled || (t->cancel && *t->cancel && (*t->cancel)());
-  return t->cancelled;
-}
-
-size_t OnWrite(char* data, size_t size, size_t count, void* user) {
-  auto* t = static_cast<Transfer*>(user);
-  size_t n = size * count;
-  if (Cancelled(t)) return 0;
-  long http_status = 0;
-  curl_easy_getinfo(t->curl, CURLINFO_RESPONSE_CODE, &http_status);
-  if (t->sink && *t->sink && http_status >= 200 && http_status < 300) {
-    if (!(*t->sink)(std::string_view(data, n))) {
-      t->stopped_by_sink = true;
-      return 0;
-    }
-    return n;
-  }
-  if (t->body->size() + n > kMaxBodyBytes) {
-    t->overflow = true;
-    return 0;
-  }
-  t->body->append(data, n);
-  return n;
-}
-
-int OnProgress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
-  return Cancelled(static_cast<Transfer*>(user)) ? 1 : 0;
-}
-
-}  // namespace
-
 DockerClient::DockerClient(std::string socket_path)
-    : socket_path_(std::move(socket_path)) {
-  GlobalInitOnce();
-}
+    : socket_path_(std::move(socket_path)) {}
 
 Status DockerClient::Unreachable(std::string_view why) const {
   return Status::Unavailable("Docker daemon not reachable at " + socket_path_ +
                              ": " + std::string(why));
 }
 
-std::string DockerClient::Url(std::string_view path, bool versioned) {
-  std::string url = "http://localhost";
+std::string DockerClient::Target(std::string_view path, bool versioned) {
+  std::string target;
   if (versioned) {
     std::lock_guard lock(mu_);
-    url += "/v" + api_version_;
+    target = "/v" + api_version_;
   }
-  url += path;
-  return url;
+  target += path;
+  return target;
 }
 
 Result<DockerClient::Response> DockerClient::Perform(Request& request) {
@@ -397,91 +347,77 @@ Result<DockerClient::Response> DockerClient::Perform(Request& request) {
     Result<std::string> version = ApiVersion();
     if (!version.ok()) return version.status();
   }
-  std::unique_ptr<CURL, decltype(&curl_easy_cleanup)> curl(curl_easy_init(),
-                                                           curl_easy_cleanup);
-  if (!curl) return Status::Internal("curl_easy_init failed");
-  Response response;
-  Transfer t;
-  t.curl = curl.get();
-  t.sink = &request.sink;
-  t.cancel = request.cancel;
-  t.body = &response.body;
-
-  curl_slist* raw_headers = nullptr;
-  for (const std::string& h : request.headers) {
-    raw_headers = curl_slist_append(raw_headers, h.c_str());
-  }
+  HttpRequest http;
+  http.method = request.method;
+  http.target = Target(request.path, request.versioned);
+  http.headers = request.headers;
   if (!request.body.empty()) {
-    raw_headers = curl_slist_append(
-        raw_headers, ("Content-Type: " + request.content_type).c_str());
+    http.headers.push_back("Content-Type: " + request.content_type);
   }
-  raw_headers = curl_slist_append(raw_headers, "Expect:");
-  std::unique_ptr<curl_slist, decltype(&curl_slist_free_all)> headers(
-      raw_headers, curl_slist_free_all);
-
-  std::string url = Url(request.path, request.versioned);
-  char error_buffer[CURL_ERROR_SIZE] = {};
-  CURL* c = curl.get();
-  curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, socket_path_.c_str());
-  curl_easy_setopt(c, CURLOPT_URL, url.c_str());
-  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);  // we run on many threads
-  curl_easy_setopt(c, CURLOPT_ERRORBUFFER, error_buffer);
-  curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, kConnectTimeoutMs);
-  curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, request.timeout_ms);
-  curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers.get());
-  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, OnWrite);
-  curl_easy_setopt(c, CURLOPT_WRITEDATA, &t);
-  curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
-  curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, OnProgress);
-  curl_easy_setopt(c, CURLOPT_XFERINFODATA, &t);
-  if (request.method == "POST" || request.method == "PUT") {
-    curl_easy_setopt(c, CURLOPT_POST, 1L);
-    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE,
-                     static_cast<curl_off_t>(request.body.size()));
-    curl_easy_setopt(c, CURLOPT_POSTFIELDS, request.body.data());
+  http.body = request.body;
+  http.connect_timeout = std::chrono::milliseconds(kConnectTimeoutMs);
+  http.timeout = std::chrono::milliseconds(request.timeout_ms);
+  bool cancelled = false;
+  if (request.cancel && *request.cancel) {
+    http.cancel = [&] {
+      cancelled = cancelled || (*request.cancel)();
+      return cancelled;
+    };
   }
-  if (request.method != "GET" && request.method != "POST") {
-    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, request.method.c_str());
-  }
-
-  CURLcode code = curl_easy_perform(c);
-  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &response.http_status);
-  if (code != CURLE_OK && !(code == CURLE_WRITE_ERROR && t.stopped_by_sink)) {
-    if (t.cancelled) {
-      return Status::Timeout("Docker API call " + request.method + " " +
-                             request.path + " cancelled");
+  Response response;
+  bool overflow = false;
+  http.on_body = [&](int status, std::string_view data) {
+    // Only a successful answer is streamed; an error's JSON is kept for
+    // its message.
+    if (request.sink && status >= 200 && status < 300) {
+      return request.sink(data);
     }
-    if (t.overflow) {
-      return Status::Corruption("Docker daemon's answer to " + request.path +
-                                " exceeds " + std::to_string(kMaxBodyBytes) +
-                                " bytes");
+    if (response.body.size() + data.size() > kMaxBodyBytes) {
+      overflow = true;
+      return false;
+    }
+    response.body.append(data);
+    return true;
+  };
+
+  Result<HttpResponse> r = UnixHttpClient(socket_path_).Send(http);
+  std::string what = request.method + " " + request.path;
+  if (cancelled) {
+    return Status::Timeout("Docker API call " + what + " cancelled");
+  }
+  if (overflow) {
+    return Status::Corruption("Docker daemon's answer to " + request.path +
+                              " exceeds " + std::to_string(kMaxBodyBytes) +
+                              " bytes");
+  }
+  if (!r.ok()) {
+    const Status& s = r.status();
+    if (s.code() == Code::kInvalidArgument) {
+      return Status::InvalidArgument("cannot send " + what +
+                                     " to the Docker daemon: " + s.message());
     }
     {
       // The daemon may have been replaced by one of another version.
       std::lock_guard lock(mu_);
       api_version_.clear();
     }
-    if (code == CURLE_COULDNT_CONNECT) {
-      struct stat st;
-      if (::stat(socket_path_.c_str(), &st) != 0) {
-        return Unreachable("no such socket");
+    switch (s.code()) {
+      case Code::kUnavailable: {  // could not connect
+        struct stat st;
+        if (::stat(socket_path_.c_str(), &st) != 0) {
+          return Unreachable("no such socket");
+        }
+        return Unreachable(s.message());
       }
-      long os_errno = 0;
-      curl_easy_getinfo(c, CURLINFO_OS_ERRNO, &os_errno);
-      return Unreachable(os_errno != 0
-                             ? std::strerror(static_cast<int>(os_errno))
-                             : curl_easy_strerror(code));
+      case Code::kTimeout:
+        return Unreachable("no answer to " + what + " within " +
+                           std::to_string(request.timeout_ms / 1000) + " s");
+      default:  // dropped, or an answer that is not HTTP
+        return Unreachable("connection failed during " + what + ": " +
+                           s.message());
     }
-    if (code == CURLE_OPERATION_TIMEDOUT) {
-      return Unreachable("no answer to " + request.method + " " + request.path +
-                         " within " +
-                         std::to_string(request.timeout_ms / 1000) + " s");
-    }
-    return Unreachable(
-        std::string("connection failed during ") + request.method + " " +
-        request.path + ": " +
-        (error_buffer[0] ? error_buffer : curl_easy_strerror(code)));
   }
+  response.http_status = r->status;
   // 304: already started / already stopped, which is what was asked for.
   if (response.http_status >= 300 && response.http_status != 304) {
     return HttpError(response.http_status, response.body);
@@ -618,6 +554,12 @@ Result<std::string> DockerClient::ContainerCreate(
   for (const VolumeMount& m : config.mounts) {
     mounts.push_back(
         {{"Type", "volume"}, {"Source", m.volume}, {"Target", m.target}});
+  }
+  for (const BindMount& b : config.binds) {
+    mounts.push_back({{"Type", "bind"},
+                      {"Source", b.source},
+                      {"Target", b.target},
+                      {"ReadOnly", b.read_only}});
   }
   host["Mounts"] = mounts;
   Json body = {{"Image", config.image},

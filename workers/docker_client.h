@@ -1,18 +1,21 @@
 // DockerClient: the few Docker Engine API calls the Docker runtime needs,
-// over the daemon's unix socket with libcurl, JSON with nlohmann-json.
+// over the daemon's unix socket with UnixHttpClient (workers/unix_http.h),
+// JSON with nlohmann-json.
 //
 // Called by DockerRuntime (workers/docker_runtime.h) and by tests. Every
-// call opens its own curl easy handle, so one client may be used from many
+// call opens its own connection, so one client may be used from many
 // threads at once; the negotiated API version is the only shared state and
 // is guarded by a mutex. No exception escapes: each call returns a Status
 // or a Result.
 //
 // Errors: the daemon cannot be reached (no socket, connection refused, the
-// connection dropped) -> Unavailable("Docker daemon not reachable at PATH:
-// ..."); the daemon answered with an HTTP error -> its `message` field, with
-// 400 InvalidArgument, 401/403 PermissionDenied, 404 NotFound,
-// 409 FailedPrecondition, anything else IOError; a call cancelled through
-// its CancelFn -> Timeout("... cancelled").
+// connection dropped, no answer in time, an answer that is not HTTP) ->
+// Unavailable("Docker daemon not reachable at PATH: ..."); the daemon
+// answered with an HTTP error -> its `message` field, with 400
+// InvalidArgument, 401/403 PermissionDenied, 404 NotFound, 409
+// FailedPrecondition, anything else IOError; a call cancelled through its
+// CancelFn -> Timeout("... cancelled"); a path that cannot be sent as HTTP
+// (a space or a newline in an image name) -> InvalidArgument.
 #ifndef DROVER_WORKERS_DOCKER_CLIENT_H_
 #define DROVER_WORKERS_DOCKER_CLIENT_H_
 
@@ -52,6 +55,16 @@ struct VolumeMount {
   std::string target;  // absolute path in the container
 };
 
+// A path of the daemon's host mounted into the container. Sent as a
+// HostConfig.Mounts entry of type bind (not HostConfig.Binds), so a source
+// the daemon does not have is an error (InvalidArgument naming the path)
+// rather than an empty directory made on its side.
+struct BindMount {
+  std::string source;  // absolute path on the daemon's host
+  std::string target;  // absolute path in the container
+  bool read_only = false;
+};
+
 struct ContainerConfig {
   std::string name;  // empty: the daemon picks one
   std::string image;
@@ -67,6 +80,7 @@ struct ContainerConfig {
   int64_t nano_cpus = 0;     // 0: no limit
   bool init = false;         // run the daemon's init (docker-init) as PID 1
   std::vector<VolumeMount> mounts;
+  std::vector<BindMount> binds;
 };
 
 struct ContainerState {
@@ -215,7 +229,8 @@ class DockerClient {
   Result<nlohmann::json> CallJson(std::string method, std::string path,
                                   std::string body = {}, bool versioned = true);
   Status Unreachable(std::string_view why) const;
-  std::string Url(std::string_view path, bool versioned);
+  // The request target: `path`, under /vX.Y/ when versioned.
+  std::string Target(std::string_view path, bool versioned);
 
   std::string socket_path_;
   std::mutex mu_;

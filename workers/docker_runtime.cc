@@ -1,9 +1,15 @@
 #include "docker_runtime.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <charconv>
 #include <condition_variable>
+#include <cstring>
 #include <exception>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -59,6 +65,116 @@ std::string RandomSuffix() {
   return s;
 }
 
+// Names a container's host output directory, so that CleanupLeftovers
+// finds it even when the run that made it used another work dir (a temp
+// dir of its own).
+constexpr char kOutputDirLabel[] = "drover.output-dir";
+constexpr char kOutputRootName[] = "docker-output";
+
+Status ErrnoStatus(const std::string& doing) {
+  const int err = errno;
+  std::string text = doing + ": " + std::strerror(err);
+  return err == ENOENT ? Status::NotFound(text) : Status::IOError(text);
+}
+
+// A fresh `dir` (mode 01777) holding an empty `output` (mode 0666), so a
+// task under any `user` can write the file; the sticky bit keeps it from
+// deleting the file. The root above it is the worker's alone (0700): the
+// daemon, as root, needs no permission to mount it.
+Status MakeOutputDir(const std::filesystem::path& dir) {
+  std::error_code ec;
+  const std::filesystem::path root = dir.parent_path().parent_path();
+  std::filesystem::create_directories(dir.parent_path(), ec);
+  if (ec) {
+    return Status::IOError("creating " + dir.parent_path().string() + ": " +
+                           ec.message());
+  }
+  std::filesystem::permissions(root, std::filesystem::perms::owner_all, ec);
+  if (::mkdir(dir.c_str(), 0700) != 0) {
+    return ErrnoStatus("creating " + dir.string());
+  }
+  // chmod and fchmod, since the umask trims what mkdir and open are given.
+  if (::chmod(dir.c_str(), 01777) != 0) {
+    return ErrnoStatus("chmod " + dir.string());
+  }
+  const std::string file = (dir / "output").string();
+  const int fd =
+      ::open(file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+  if (fd < 0) return ErrnoStatus("creating " + file);
+  const int rc = ::fchmod(fd, 0666);
+  ::close(fd);
+  if (rc != 0) return ErrnoStatus("chmod " + file);
+  return Status::Ok();
+}
+
+// At most `max_bytes` of what a task left in `file`. Never through a
+// symbolic link (the task could point it at any file of the host) and only
+// from a regular file (opening a FIFO would block).
+Result<std::string> ReadOutputFile(const std::filesystem::path& file,
+                                   size_t max_bytes) {
+  const int fd =
+      ::open(file.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ELOOP) {
+      return Status::InvalidArgument(std::string(kContainerOutputPath) +
+                                     " is a symbolic link");
+    }
+    return ErrnoStatus("opening " + file.string());
+  }
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return Status::InvalidArgument(std::string(kContainerOutputPath) +
+                                   " is not a regular file");
+  }
+  std::string out;
+  char buf[16384];
+  while (out.size() < max_bytes) {
+    const ssize_t n =
+        ::read(fd, buf, std::min(sizeof buf, max_bytes - out.size()));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      Status s = ErrnoStatus("reading " + file.string());
+      ::close(fd);
+      return s;
+    }
+    if (n == 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  return out;
+}
+
+Status RemoveOutputDir(const std::filesystem::path& dir) {
+  // A task running as root may have taken its owner's rights away.
+  ::chmod(dir.c_str(), 0700);
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
+  if (ec)
+    return Status::IOError("removing " + dir.string() + ": " + ec.message());
+  return Status::Ok();
+}
+
+// Whether `path` (from a container's label) has the shape of an output
+// directory of `worker`: .../docker-output/WORKER/drover-..., so a label
+// can never make CleanupLeftovers remove anything else.
+bool IsOutputDirOf(const std::filesystem::path& path, std::string_view worker) {
+  return path.is_absolute() && path == path.lexically_normal() &&
+         path.filename().string().rfind("drover-", 0) == 0 &&
+         path.parent_path().filename() == NamePart(worker) &&
+         path.parent_path().parent_path().filename() == kOutputRootName;
+}
+
+// Whether a create failed over the bind mount's source: the daemon does not
+// see this host's files (it runs on another host, or outside the worker's
+// container). Its message names the path ("invalid mount config for type
+// "bind": bind source path does not exist: PATH").
+bool BindRefused(const Status& s, const std::string& source) {
+  if (s.code() == Code::kUnavailable) return false;
+  return s.message().find(source) != std::string::npos ||
+         s.message().find("bind source path") != std::string::npos;
+}
+
 // A step's outcome: a pre task, the task, or a post task.
 struct StepResult {
   int64_t exit_code = -1;
@@ -104,7 +220,11 @@ class DockerRuntime::Attempt {
   void Note(const std::string& text) { logs_.Write('s', text + "\n"); }
   std::map<std::string, std::string> Labels(std::string_view role) const;
   Status CreateVolumes();
-  Status EnsureImage(const std::string& image);
+  Status Pull(const std::string& image);
+  Result<std::string> Create(ContainerConfig& config,
+                             std::filesystem::path& out_dir);
+  // Removes an output directory now; one that cannot be is left to Cleanup.
+  void DropOutputDir(const std::filesystem::path& dir);
   StepResult RunStep(const TaskRun& step, std::string_view role, size_t index,
                      bool want_output);
   StepResult RunContainer(const TaskRun& step, const std::string& id,
@@ -117,10 +237,10 @@ class DockerRuntime::Attempt {
   const TaskRun& task_;
   LogSink& logs_;
   std::stop_token stop_;
-  std::string suffix_;  // makes this attempt's names unique
-  std::set<std::string> present_images_;
+  std::string suffix_;                   // makes this attempt's names unique
   std::vector<VolumeMount> volumes_;     // created, to remove
   std::vector<std::string> containers_;  // created and not yet removed
+  std::vector<std::filesystem::path> output_dirs_;  // made, to remove
 };
 
 std::map<std::string, std::string> DockerRuntime::Attempt::Labels(
@@ -163,37 +283,87 @@ Status DockerRuntime::Attempt::CreateVolumes() {
   return Status::Ok();
 }
 
-Status DockerRuntime::Attempt::EnsureImage(const std::string& image) {
-  if (present_images_.count(image)) return Status::Ok();
-  Result<bool> exists = client_.ImageExists(image);
-  if (!exists.ok()) return exists.status();
-  if (!*exists) {
-    Note("pulling image " + image);
-    auto progress = [&](std::string_view line) {
-      // Byte counters ("Downloading [==>  ]") would flood the log; the
-      // per-layer state changes are what a reader wants.
-      nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
-      if (!j.is_object()) return;
-      auto detail = j.find("progressDetail");
-      if (detail != j.end() && detail->is_object() &&
-          detail->contains("current")) {
-        return;
+Status DockerRuntime::Attempt::Pull(const std::string& image) {
+  Note("pulling image " + image);
+  auto progress = [&](std::string_view line) {
+    // Byte counters ("Downloading [==>  ]") would flood the log; the
+    // per-layer state changes are what a reader wants.
+    nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+    if (!j.is_object()) return;
+    auto detail = j.find("progressDetail");
+    if (detail != j.end() && detail->is_object() &&
+        detail->contains("current")) {
+      return;
+    }
+    std::string text = "pull " + image + ":";
+    for (const char* key : {"id", "status", "error"}) {
+      auto it = j.find(key);
+      if (it != j.end() && it->is_string()) {
+        text += " " + it->get<std::string>();
       }
-      std::string text = "pull " + image + ":";
-      for (const char* key : {"id", "status", "error"}) {
-        auto it = j.find(key);
-        if (it != j.end() && it->is_string()) {
-          text += " " + it->get<std::string>();
-        }
+    }
+    Note(text);
+  };
+  CancelFn cancel = [this] { return stop_.stop_requested(); };
+  return client_.ImagePull(image, options_.credentials, progress, cancel);
+}
+
+// Creates the container of `config`. With the bind method its /drover is a
+// fresh host directory, returned in `out_dir`; with the archive method
+// (`out_dir` empty) the caller puts the output file in. A daemon that
+// refuses the bind mount switches the runtime to the archive method, and
+// the container is created again that way.
+Result<std::string> DockerRuntime::Attempt::Create(
+    ContainerConfig& config, std::filesystem::path& out_dir) {
+  out_dir.clear();
+  config.binds.clear();
+  config.labels.erase(kOutputDirLabel);
+  if (runtime_.bind_output_.load()) {
+    const std::filesystem::path dir =
+        runtime_.OutputRoot(task_.worker) / config.name;
+    if (Status s = MakeOutputDir(dir); !s.ok()) {
+      (void)RemoveOutputDir(dir);
+      runtime_.UseArchiveOutput("cannot make output directories under " +
+                                options_.work_dir + ": " + s.message());
+      Note("cannot make an output directory (" + s.message() +
+           "); using the archive API");
+    } else {
+      output_dirs_.push_back(dir);
+      const std::string source =
+          (options_.daemon_work_dir.empty()
+               ? dir
+               : std::filesystem::path(options_.daemon_work_dir) /
+                     dir.lexically_relative(options_.work_dir))
+              .string();
+      config.binds = {{source, std::string(kContainerOutputDir), false}};
+      config.labels[kOutputDirLabel] = dir.string();
+      Result<std::string> id = client_.ContainerCreate(config);
+      if (id.ok()) {
+        out_dir = dir;
+        return id;
       }
-      Note(text);
-    };
-    CancelFn cancel = [this] { return stop_.stop_requested(); };
-    Status s = client_.ImagePull(image, options_.credentials, progress, cancel);
-    if (!s.ok()) return s;
+      // Also when the daemon was cut off: should it have made the
+      // container, the orphan's removal needs no directory.
+      DropOutputDir(dir);
+      if (!BindRefused(id.status(), source)) return id;
+      runtime_.UseArchiveOutput("the Docker daemon does not see this host's " +
+                                options_.work_dir + " (" +
+                                id.status().message() + ")");
+      Note("the Docker daemon cannot mount " + source +
+           "; using the archive API for the output file");
+      config.binds.clear();
+      config.labels.erase(kOutputDirLabel);
+    }
   }
-  present_images_.insert(image);
-  return Status::Ok();
+  return client_.ContainerCreate(config);
+}
+
+void DockerRuntime::Attempt::DropOutputDir(const std::filesystem::path& dir) {
+  if (RemoveOutputDir(dir).ok()) {
+    output_dirs_.erase(
+        std::remove(output_dirs_.begin(), output_dirs_.end(), dir),
+        output_dirs_.end());
+  }
 }
 
 StepResult DockerRuntime::Attempt::RunStep(const TaskRun& step,
@@ -210,15 +380,6 @@ StepResult DockerRuntime::Attempt::RunStep(const TaskRun& step,
     StepResult r;
     r.error = "no image: the Docker runtime needs `image`";
     return r;
-  }
-  if (Status s = EnsureImage(image); !s.ok()) {
-    if (s.code() == Code::kTimeout && stop_.stop_requested()) {
-      StepResult r;
-      r.cancelled = true;
-      r.error = "cancelled while pulling " + image;
-      return r;
-    }
-    return Failed(s, "pulling image " + image + " failed");
   }
 
   ContainerConfig config;
@@ -252,7 +413,25 @@ StepResult DockerRuntime::Attempt::RunStep(const TaskRun& step,
   config.init = options_.init;
   config.mounts = volumes_;
 
-  Result<std::string> id = client_.ContainerCreate(config);
+  std::filesystem::path out_dir;
+  Result<std::string> id = Create(config, out_dir);
+  if (!id.ok() && id.status().code() == Code::kNotFound) {
+    // The image is pulled when the create says it is missing: asking the
+    // daemon first would cost every container a round trip.
+    Result<bool> exists = client_.ImageExists(image);
+    if (exists.ok() && !*exists) {
+      if (Status s = Pull(image); !s.ok()) {
+        if (s.code() == Code::kTimeout && stop_.stop_requested()) {
+          StepResult r;
+          r.cancelled = true;
+          r.error = "cancelled while pulling " + image;
+          return r;
+        }
+        return Failed(s, "pulling image " + image + " failed");
+      }
+      id = Create(config, out_dir);
+    }
+  }
   if (!id.ok()) {
     // The daemon may have made it before the connection dropped; the name
     // finds it.
@@ -262,13 +441,15 @@ StepResult DockerRuntime::Attempt::RunStep(const TaskRun& step,
     return Failed(id.status(), "creating the container failed");
   }
   containers_.push_back(*id);
-  // The output file exists, empty and writable by any user, before the task
-  // starts, so `echo x > "$DROVER_OUTPUT"` works under any `user`.
-  Status put = client_.PutArchive(
-      *id, "/", MakeTarWithFile("drover", 01777, "output", 0666, ""));
-  if (!put.ok()) {
-    return Failed(put, "creating " + std::string(kContainerOutputPath) +
-                           " in the container failed");
+  if (out_dir.empty()) {
+    // The output file exists, empty and writable by any user, before the
+    // task starts, so `echo x > "$DROVER_OUTPUT"` works under any `user`.
+    Status put = client_.PutArchive(
+        *id, "/", MakeTarWithFile("drover", 01777, "output", 0666, ""));
+    if (!put.ok()) {
+      return Failed(put, "creating " + std::string(kContainerOutputPath) +
+                             " in the container failed");
+    }
   }
 
   Note("running " + what + " in container " + config.name + " (image " + image +
@@ -277,8 +458,11 @@ StepResult DockerRuntime::Attempt::RunStep(const TaskRun& step,
   if (result.infrastructure) return result;
 
   if (want_output && !result.cancelled) {
-    Result<std::string> out = client_.ReadFile(
-        *id, std::string(kContainerOutputPath), kMaxOutputBytes + 1);
+    Result<std::string> out =
+        out_dir.empty()
+            ? client_.ReadFile(*id, std::string(kContainerOutputPath),
+                               kMaxOutputBytes + 1)
+            : ReadOutputFile(out_dir / "output", kMaxOutputBytes + 1);
     if (out.ok()) {
       result.output = std::move(*out);
       if (result.output.size() > kMaxOutputBytes) {
@@ -295,11 +479,12 @@ StepResult DockerRuntime::Attempt::RunStep(const TaskRun& step,
   if (Status s = client_.ContainerRemove(*id); s.ok()) {
     containers_.erase(std::find(containers_.begin(), containers_.end(), *id));
   }
+  if (!out_dir.empty()) DropOutputDir(out_dir);
   return result;
 }
 
 // Starts the container, streams its logs, waits for it (stopping it on
-// timeout or stop), then inspects it.
+// timeout or stop), then, if it failed, inspects it.
 StepResult DockerRuntime::Attempt::RunContainer(const TaskRun& step,
                                                 const std::string& id,
                                                 std::string_view what) {
@@ -418,20 +603,27 @@ StepResult DockerRuntime::Attempt::RunContainer(const TaskRun& step,
     return f;
   }
   r.exit_code = *code;
+  if (r.timed_out) {
+    r.error = "timed out after " + FormatDuration(step.timeout);
+    return r;
+  }
+  if (r.cancelled) {
+    r.error = "cancelled";
+    return r;
+  }
+  if (r.exit_code == 0) return r;
+  // Only a failure can be an OOM kill that matters (the kernel's SIGKILL
+  // gives 137), so a task that succeeds costs no inspect.
   Result<ContainerState> state = client_.ContainerInspect(id);
   if (!state.ok() && state.status().code() == Code::kUnavailable) {
     return Failed(state.status(), "");
   }
-  if (r.timed_out) {
-    r.error = "timed out after " + FormatDuration(step.timeout);
-  } else if (r.cancelled) {
-    r.error = "cancelled";
-  } else if (state.ok() && state->oom_killed && r.exit_code != 0) {
+  if (state.ok() && state->oom_killed) {
     r.error = step.memory_bytes > 0
                   ? "out of memory: container killed at its limit of " +
                         std::to_string(step.memory_bytes) + " bytes"
                   : "out of memory: container killed by the kernel";
-  } else if (r.exit_code != 0) {
+  } else {
     r.error = "exited with code " + std::to_string(r.exit_code);
   }
   return r;
@@ -498,6 +690,13 @@ void DockerRuntime::Attempt::Cleanup() {
       }
     }
     volumes_.clear();
+    for (const std::filesystem::path& dir : output_dirs_) {
+      if (Status s = RemoveOutputDir(dir); !s.ok()) {
+        Note("could not remove output directory " + dir.string() +
+             " (removed at the worker's next start): " + s.message());
+      }
+    }
+    output_dirs_.clear();
   } catch (...) {
     // A destructor must not throw; what is left behind carries the worker's
     // label and CleanupLeftovers removes it on the next start.
@@ -507,13 +706,28 @@ void DockerRuntime::Attempt::Cleanup() {
 // ---------------------------------------------------------------------------
 
 DockerRuntime::DockerRuntime(DockerRuntimeOptions options)
-    : options_(std::move(options)), client_(options_.socket_path) {}
+    : options_(std::move(options)),
+      client_(options_.socket_path),
+      bind_output_(options_.output == DockerOutputMethod::kBind &&
+                   !options_.work_dir.empty()) {
+  // The daemon takes only absolute bind sources.
+  std::error_code ec;
+  if (!options_.work_dir.empty()) {
+    std::filesystem::path abs =
+        std::filesystem::absolute(options_.work_dir, ec).lexically_normal();
+    if (!abs.has_filename()) abs = abs.parent_path();  // a trailing slash
+    if (!ec) options_.work_dir = abs.string();
+  }
+}
 
 DockerRuntime::DockerRuntime(std::string socket_path,
                              std::optional<RegistryCredentials> credentials)
-    : DockerRuntime(
-          DockerRuntimeOptions{.socket_path = std::move(socket_path),
-                               .credentials = std::move(credentials)}) {}
+    : DockerRuntime([&] {
+        DockerRuntimeOptions o;
+        o.socket_path = std::move(socket_path);
+        o.credentials = std::move(credentials);
+        return o;
+      }()) {}
 
 DockerRuntime::~DockerRuntime() {
   // Before the members the probe uses go away.
@@ -624,6 +838,19 @@ Result<std::vector<LeftoverAttempt>> DockerRuntime::RemoveLeftoversBeforeUse(
   return left;
 }
 
+void DockerRuntime::UseArchiveOutput(const std::string& why) {
+  if (bind_output_.exchange(false) && options_.warn) {
+    options_.warn(why +
+                  "; task output files go through the archive API from now "
+                  "on (slower)");
+  }
+}
+
+std::filesystem::path DockerRuntime::OutputRoot(std::string_view worker) const {
+  return std::filesystem::path(options_.work_dir) / kOutputRootName /
+         NamePart(worker);
+}
+
 void DockerRuntime::AddOrphan(bool volume, std::string name) {
   std::lock_guard lock(orphans_mu_);
   orphans_.push_back(Orphan{volume, std::move(name), 0});
@@ -679,6 +906,13 @@ Result<std::vector<LeftoverAttempt>> DockerRuntime::CleanupLeftovers(
       if (Status s = client_.ContainerRemove(c.id); !s.ok()) {
         failures += " container " + c.name + ": " + s.message() + ";";
       }
+      // Its output directory, wherever that run's work dir was.
+      auto dir = c.labels.find(kOutputDirLabel);
+      if (dir != c.labels.end() && IsOutputDirOf(dir->second, worker)) {
+        if (Status s = RemoveOutputDir(dir->second); !s.ok()) {
+          failures += " " + s.message() + ";";
+        }
+      }
     }
     // Volumes after containers: a volume in use cannot be removed.
     Result<std::vector<DockerObject>> volumes = client_.VolumeList(label);
@@ -687,6 +921,13 @@ Result<std::vector<LeftoverAttempt>> DockerRuntime::CleanupLeftovers(
       record(v.labels);
       if (Status s = client_.VolumeRemove(v.name); !s.ok()) {
         failures += " volume " + v.name + ": " + s.message() + ";";
+      }
+    }
+    // Output directories under this work dir whose container was already
+    // gone (or whose run used this work dir too).
+    if (!options_.work_dir.empty()) {
+      if (Status s = RemoveOutputDir(OutputRoot(worker)); !s.ok()) {
+        failures += " " + s.message() + ";";
       }
     }
     if (!failures.empty()) {

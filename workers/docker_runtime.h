@@ -12,9 +12,11 @@
 #ifndef DROVER_WORKERS_DOCKER_RUNTIME_H_
 #define DROVER_WORKERS_DOCKER_RUNTIME_H_
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <filesystem>
 #include <functional>
 #include <mutex>
 #include <optional>
@@ -30,11 +32,35 @@
 
 namespace drover {
 
-// Where DROVER_OUTPUT points inside every container.
+// Where DROVER_OUTPUT points inside every container, and its directory.
 inline constexpr std::string_view kContainerOutputPath = "/drover/output";
+inline constexpr std::string_view kContainerOutputDir = "/drover";
+
+// How the task's output file gets into a container and back out.
+enum class DockerOutputMethod {
+  // A fresh host directory per container, WORK_DIR/docker-output/WORKER/
+  // CONTAINER, bind-mounted at /drover: no daemon call at all. Needs a
+  // daemon that sees this host's files; when one refuses the mount, the
+  // runtime switches to kArchive for good.
+  kBind,
+  // The archive API: PUT before the start, GET after the exit. Works with
+  // any daemon, but each call makes the daemon mount the container's
+  // filesystem.
+  kArchive,
+};
 
 struct DockerRuntimeOptions {
   std::string socket_path = "/var/run/docker.sock";
+  // Holds the bind method's output directories; empty: the archive method.
+  std::string work_dir;
+  // work_dir as the daemon sees it, when that differs (a worker in a
+  // container whose work dir is mounted from the host); empty: work_dir.
+  std::string daemon_work_dir;
+  DockerOutputMethod output = DockerOutputMethod::kBind;
+  // Receives what belongs in the worker's log rather than an attempt's
+  // (the switch from the bind to the archive method), on the thread of the
+  // Run that found it; empty: dropped.
+  std::function<void(const std::string&)> warn;
   // Sent with every pull (to the registry they name, if they name one).
   std::optional<RegistryCredentials> credentials;
   // Between SIGTERM and SIGKILL when a timeout or a stop ends a container.
@@ -78,9 +104,11 @@ class DockerRuntime : public Runtime {
   bool Healthy() override;
 
   // Removes every container and volume labelled drover.worker=`worker`
-  // (left by a run of this worker that died) and returns their attempts,
-  // sorted and without duplicates, so the worker can report them failed.
-  // Call it at start-up, before running anything.
+  // (left by a run of this worker that died), and the output directories
+  // of that worker — those under this runtime's work dir and those the
+  // removed containers name — and returns their attempts, sorted and
+  // without duplicates, so the worker can report them failed. Call it at
+  // start-up, before running anything.
   Result<std::vector<LeftoverAttempt>> CleanupLeftovers(
       std::string_view worker);
 
@@ -95,6 +123,11 @@ class DockerRuntime : public Runtime {
       std::string worker, LeftoverReport later);
 
   DockerClient& client() { return client_; }
+  // kBind until a daemon refuses the bind mount (or with no work dir).
+  DockerOutputMethod output_method() const {
+    return bind_output_.load() ? DockerOutputMethod::kBind
+                               : DockerOutputMethod::kArchive;
+  }
 
  private:
   class Attempt;
@@ -104,6 +137,10 @@ class DockerRuntime : public Runtime {
   Status PrepareForUse();
   // Something an attempt created and could not remove (the daemon was gone).
   void AddOrphan(bool volume, std::string name);
+  // After a daemon refused a bind mount: the archive method from now on.
+  void UseArchiveOutput(const std::string& why);
+  // WORK_DIR/docker-output/WORKER, holding the worker's output directories.
+  std::filesystem::path OutputRoot(std::string_view worker) const;
   void RetryOrphans();
   void MarkUnhealthy();
   bool Probe();
@@ -111,6 +148,7 @@ class DockerRuntime : public Runtime {
 
   DockerRuntimeOptions options_;
   DockerClient client_;
+  std::atomic<bool> bind_output_;
 
   std::mutex health_mu_;
   std::condition_variable_any health_cv_;

@@ -82,7 +82,9 @@ int main(int argc, char** argv) {
           "docker|shell"));
   app.add_option("--docker-socket", docker_socket, "Docker Engine API socket")
       ->capture_default_str();
-  app.add_option("--work-dir", work_dir, "scratch space (default: a temp dir)");
+  app.add_option("--work-dir", work_dir,
+                 "scratch space: shell tasks' files, Docker tasks' output "
+                 "dirs (default: a temp dir)");
   app.add_option("--heartbeat-interval", heartbeat_interval,
                  "heartbeat period (at least 10ms)")
       ->capture_default_str()
@@ -147,7 +149,16 @@ int main(int argc, char** argv) {
     if (r == "shell") {
       rts[r] = std::make_unique<ShellRuntime>(work_dir);
     } else if (r == "docker") {
-      auto docker = std::make_unique<DockerRuntime>(docker_socket);
+      DockerRuntimeOptions options;
+      options.socket_path = docker_socket;
+      // Output files go through a directory of the work dir bind-mounted
+      // into each container, or through the archive API for a daemon that
+      // does not see this host's files (docs/DOCKER.md).
+      options.work_dir = work_dir;
+      options.warn = [](const std::string& m) {
+        spdlog::warn("docker: {}", m);
+      };
+      auto docker = std::make_unique<DockerRuntime>(std::move(options));
       // What an earlier run of this worker left is removed before anything
       // runs; its attempts were requeued by the scheduler when this run
       // said hello. With the daemon down that waits until it answers.
