@@ -16,10 +16,12 @@ build() {
   # shellcheck disable=SC2068
   clang++ "${flags[@]}" "$@" -o "$out/$name"
 }
-build job_file_fuzz fuzz/job_file_fuzz.cc src/job_spec.cc src/expression.cc \
+# The job-file parser: what meson's drover_jobs library holds.
+jobs=(src/job_spec.cc src/toml_reader.cc src/job_graph.cc src/error_list.cc
+      src/suggester.cc src/duration.cc src/expression.cc)
+build job_file_fuzz fuzz/job_file_fuzz.cc "${jobs[@]}" src/status.cc $toml_lua
+build config_fuzz fuzz/config_fuzz.cc src/config.cc "${jobs[@]}" \
   src/status.cc $toml_lua
-build config_fuzz fuzz/config_fuzz.cc src/config.cc src/job_spec.cc \
-  src/expression.cc src/status.cc $toml_lua
 build frame_fuzz fuzz/frame_fuzz.cc src/protocol.cc src/status.cc
 build docker_stream_fuzz fuzz/docker_stream_fuzz.cc workers/docker_client.cc \
   workers/unix_http.cc src/status.cc $json -lpthread

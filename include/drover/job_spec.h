@@ -17,6 +17,10 @@
 #include <string_view>
 #include <vector>
 
+// Millis and the duration and size parsers: part of the job file's
+// vocabulary, so they come with this header.
+#include "drover/duration.h"
+
 namespace drover {
 
 // A place in a job file; 1-based, 0 when unknown.
@@ -33,8 +37,6 @@ struct Diagnostic {
   // "FILE:LINE:COL: error: MESSAGE", the form `drover validate` prints.
   std::string ToString() const;
 };
-
-using Millis = std::chrono::milliseconds;
 
 // Capped exponential backoff between attempts. limit is the number of
 // retries after the first attempt, so a task runs at most limit + 1 times.
@@ -105,14 +107,6 @@ ParseResult ParseJobText(
 ParseResult ParseJobFile(
     const std::string& path,
     const std::map<std::string, std::string>& input_overrides = {});
-
-// Durations: "1500ms", "30s", "5m", "2h", "1h30m", "1d"; a bare number is
-// seconds. Sizes: "512m", "1g", "64k", "1024" (bytes), binary multiples;
-// "512MiB"/"512MB" forms accepted too. nullopt on anything else.
-std::optional<Millis> ParseDuration(std::string_view text);
-std::optional<int64_t> ParseSize(std::string_view text);
-// "1.5s", "250ms", "2m" — a short human form, used in messages and JSON.
-std::string FormatDuration(Millis d);
 
 }  // namespace drover
 
