@@ -13,6 +13,14 @@ constexpr size_t kMaxDiagnostics = 1000;
 
 }  // namespace
 
+// Here rather than in job_spec.cc: config files report their errors the
+// same way, and the worker and the CLI, which read config files but never
+// job files, then link neither the job parser nor Lua.
+std::string Diagnostic::ToString() const {
+  return file + ":" + std::to_string(where.line) + ":" +
+         std::to_string(where.column) + ": error: " + message;
+}
+
 void ErrorList::Add(Location at, std::string_view message) {
   std::string line;
   for (char c : message) {

@@ -541,11 +541,6 @@ ParseResult Parser::Parse(std::string_view text) {
 
 }  // namespace
 
-std::string Diagnostic::ToString() const {
-  return file + ":" + std::to_string(where.line) + ":" +
-         std::to_string(where.column) + ": error: " + message;
-}
-
 std::string_view RuntimeName(RuntimeKind kind) {
   return kind == RuntimeKind::kDocker ? "docker" : "shell";
 }
