@@ -1086,6 +1086,81 @@ post = [{ name = "ship", run = "echo main-fails-post >> {LEDGER}" }]
         std::vector<std::string>{"post-fails-main"});
 }
 
+TEST_CASE("Semantics.EachAttemptStartsWithAnEmptyScratchAndNoOutput") {
+  // One slot, tasks in a chain: each attempt follows the one before on the
+  // same worker, which reuses a directory only if it was left empty.
+  Cluster c;
+  c.StartScheduler();
+  c.StartWorker("w1", {"--queue", "default:1"});
+  REQUIRE(Cluster::Eventually([&] { return c.Workers().size() == 1; }));
+  const std::string id = SubmitCli(c, JobFile(c, "scratch", R"(
+name = "scratch"
+
+[[tasks]]
+name = "litter"
+run = "echo x > \"$DROVER_SCRATCH/left\"; echo litter > \"$DROVER_OUTPUT\""
+
+[[tasks]]
+name = "look"
+run = "ls -A \"$DROVER_SCRATCH\" | wc -l > \"$DROVER_OUTPUT\""
+
+[[tasks]]
+name = "tidy"
+run = "echo tidy > \"$DROVER_OUTPUT\""
+
+[[tasks]]
+name = "look-again"
+run = "ls -A \"$DROVER_SCRATCH\" | wc -l > \"$DROVER_OUTPUT\""
+
+[[tasks]]
+name = "plain"
+run = "true"
+
+[[tasks]]
+name = "plain-missing"
+run = "drover-no-such-command --flag"
+retry = { limit = 0 }
+)"));
+  JobView job = c.Wait(id);
+  CHECK(job.state == "FAILED");
+  CHECK(TaskNamed(job, "litter").output == "litter\n");
+  CHECK(TaskNamed(job, "look").output == "0\n");
+  CHECK(TaskNamed(job, "tidy").output == "tidy\n");
+  CHECK(TaskNamed(job, "look-again").output == "0\n");
+  CHECK(TaskNamed(job, "plain").state == "COMPLETED");
+  // A plain command runs without a shell, but one that cannot be run is
+  // left to /bin/sh, which says so as always.
+  const TaskView& missing = TaskNamed(job, "plain-missing");
+  CHECK(missing.state == "FAILED");
+  CHECK(missing.exit_code == 127);
+  const CommandResult logs = Drover(c, {"logs", id, "--task", "plain-missing"});
+  const std::string printed = logs.out + logs.err;
+  CHECK_MESSAGE(Contains(printed, "drover-no-such-command: not found"),
+                printed);
+
+  // An attempt whose main task never ran has no output, whatever the
+  // attempt before it left.
+  const std::string second = SubmitCli(c, JobFile(c, "no-output", R"(
+name = "no output"
+
+[[tasks]]
+name = "writes"
+run = "echo earlier > \"$DROVER_OUTPUT\""
+
+[[tasks]]
+name = "never-runs"
+run = "echo main > \"$DROVER_OUTPUT\""
+pre = [{ name = "setup", run = "exit 5" }]
+retry = { limit = 0 }
+)"));
+  JobView j2 = c.Wait(second);
+  CHECK(j2.state == "FAILED");
+  CHECK(TaskNamed(j2, "writes").output == "earlier\n");
+  const TaskView& never = TaskNamed(j2, "never-runs");
+  CHECK(never.error == "pre task 'setup' failed: exited with code 5");
+  CHECK(never.output.value_or("") == "");
+}
+
 // ---- 8. Every example in docs/JOBS.md. -----------------------------------
 
 // How one docs example is run and what shows it worked.

@@ -1,18 +1,21 @@
 #include "shell_runtime.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <random>
 #include <thread>
+
+#include "process_spawn.h"
 
 namespace drover {
 namespace {
@@ -73,27 +76,20 @@ void AwaitExit(pid_t pid, std::chrono::milliseconds timeout) {
 }
 
 // The first `limit` bytes of the file at `path` (empty if it cannot be read).
+// Read in small pieces: most outputs are empty or short.
 std::string ReadAtMost(const std::filesystem::path& path, size_t limit) {
   std::string data;
   Fd f{open(path.c_str(), O_RDONLY | O_CLOEXEC)};
   if (f.fd < 0) return data;
-  data.resize(limit);
-  size_t got = 0;
-  while (got < limit) {
-    const ssize_t n = read(f.fd, data.data() + got, limit - got);
+  char buf[4096];
+  while (data.size() < limit) {
+    const ssize_t n =
+        read(f.fd, buf, std::min(sizeof buf, limit - data.size()));
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;
-    got += static_cast<size_t>(n);
+    data.append(buf, static_cast<size_t>(n));
   }
-  data.resize(got);
   return data;
-}
-
-std::vector<char*> CStrings(std::vector<std::string>& v) {
-  std::vector<char*> out;
-  for (auto& s : v) out.push_back(s.data());
-  out.push_back(nullptr);
-  return out;
 }
 
 std::string Describe(std::chrono::milliseconds d) {
@@ -122,7 +118,19 @@ Step RunProcess(const TaskRun& task, const std::filesystem::path& scratch,
                  "'; use an image with the docker runtime";
     return step;
   }
-  std::vector<std::string> envs = Environment(task, scratch, output);
+  SpawnSpec spec;
+  if (!task.run.empty()) {
+    // A plain command runs without a shell in between, as bash -c does;
+    // /bin/sh takes over whenever that exec fails (process_spawn.h).
+    spec.argv = DirectArgv(task.run);
+    if (!spec.argv.empty()) spec.fallback = argv;
+  }
+  if (spec.argv.empty()) spec.argv = argv;
+  spec.env = Environment(task, scratch, output);
+  for (const std::string& e : spec.env) {
+    if (e.compare(0, 5, "PATH=") == 0) spec.search_path = e.substr(5);
+  }
+  spec.cwd = task.workdir.empty() ? scratch.string() : task.workdir;
   int out_pipe[2], err_pipe[2];
   if (pipe2(out_pipe, O_CLOEXEC) != 0) {
     step.error = std::string("pipe: ") + strerror(errno);
@@ -134,49 +142,18 @@ Step RunProcess(const TaskRun& task, const std::filesystem::path& scratch,
     return step;
   }
   Fd err_r{err_pipe[0]}, err_w{err_pipe[1]};
-
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_adddup2(&actions, out_w.fd, 1);
-  posix_spawn_file_actions_adddup2(&actions, err_w.fd, 2);
-  const std::string cwd =
-      task.workdir.empty() ? scratch.string() : task.workdir;
-  posix_spawn_file_actions_addchdir_np(&actions, cwd.c_str());
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  posix_spawnattr_setpgroup(&attr, 0);
-  sigset_t defaults;
-  sigemptyset(&defaults);
-  sigaddset(&defaults, SIGPIPE);
-  sigaddset(&defaults, SIGTERM);
-  sigaddset(&defaults, SIGINT);
-  posix_spawnattr_setsigdefault(&attr, &defaults);
-  sigset_t none;
-  sigemptyset(&none);
-  posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP |
-                                      POSIX_SPAWN_SETSIGDEF |
-                                      POSIX_SPAWN_SETSIGMASK);
-  auto cargv = CStrings(argv);
-  auto cenv = CStrings(envs);
-  pid_t pid = -1;
-  int rc =
-      posix_spawn(&pid, cargv[0], &actions, &attr, cargv.data(), cenv.data());
-  if (rc != 0 && argv[0].find('/') == std::string::npos) {
-    rc = posix_spawnp(&pid, cargv[0], &actions, &attr, cargv.data(),
-                      cenv.data());
-  }
-  posix_spawn_file_actions_destroy(&actions);
-  posix_spawnattr_destroy(&attr);
+  spec.stdout_fd = out_w.fd;
+  spec.stderr_fd = err_w.fd;
+  Result<pid_t> spawned = SpawnProcess(spec);
   close(out_w.fd);
   out_w.fd = -1;
   close(err_w.fd);
   err_w.fd = -1;
-  if (rc != 0) {
-    step.error = "cannot start '" + argv[0] + "': " + strerror(rc);
+  if (!spawned.ok()) {
+    step.error = spawned.status().message();
     return step;
   }
+  const pid_t pid = *spawned;
 
   const auto start = Clock::now();
   const bool has_deadline = task.timeout.count() > 0;
@@ -248,30 +225,102 @@ Step RunProcess(const TaskRun& task, const std::filesystem::path& scratch,
   return step;
 }
 
+// Whether the directory at `path` is as drover made it: a real directory
+// of this user, mode 0755, holding nothing but the `allowed` entries, each
+// of the given type (DT_DIR, DT_REG).
+bool HoldsOnly(const std::filesystem::path& path,
+               std::initializer_list<std::pair<std::string_view, unsigned char>>
+                   allowed) {
+  Fd dir{open(path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)};
+  if (dir.fd < 0) return false;
+  struct stat st;
+  if (fstat(dir.fd, &st) != 0 || (st.st_mode & 07777) != 0755 ||
+      st.st_uid != geteuid()) {
+    return false;
+  }
+  alignas(8) char buf[2048];
+  while (true) {
+    const long n = syscall(SYS_getdents64, dir.fd, buf, sizeof buf);
+    if (n < 0) return false;
+    if (n == 0) return true;
+    for (long off = 0; off < n;) {
+      const auto* e = reinterpret_cast<const dirent64*>(buf + off);
+      off += e->d_reclen;
+      const std::string_view name = e->d_name;
+      if (name == "." || name == "..") continue;
+      bool ok = false;
+      for (const auto& [allowed_name, type] : allowed) {
+        ok = ok || (name == allowed_name && e->d_type == type);
+      }
+      if (!ok) return false;
+    }
+  }
+}
+
 }  // namespace
 
 ShellRuntime::ShellRuntime(std::filesystem::path work_dir,
                            std::chrono::milliseconds kill_grace)
     : work_dir_(std::move(work_dir)), kill_grace_(kill_grace) {}
 
+ShellRuntime::~ShellRuntime() {
+  std::error_code ec;
+  for (const std::filesystem::path& dir : spare_dirs_) {
+    std::filesystem::remove_all(dir, ec);
+  }
+}
+
+Result<std::filesystem::path> ShellRuntime::TakeDir() {
+  {
+    std::lock_guard lock(mu_);
+    if (!spare_dirs_.empty()) {
+      std::filesystem::path dir = std::move(spare_dirs_.back());
+      spare_dirs_.pop_back();
+      return dir;
+    }
+  }
+  // Plain system calls rather than std::filesystem's, which stat every
+  // path component.
+  std::filesystem::path dir = work_dir_ / ("attempt-" + UniqueSuffix());
+  const std::filesystem::path scratch = dir / "scratch";
+  if (mkdir(dir.c_str(), 0755) != 0 || mkdir(scratch.c_str(), 0755) != 0) {
+    const std::string why = strerror(errno);
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+    return Status::IOError("cannot create the scratch directory " +
+                           scratch.string() + ": " + why);
+  }
+  return dir;
+}
+
+void ShellRuntime::ReturnDir(const std::filesystem::path& dir) {
+  if (HoldsOnly(dir, {{"scratch", DT_DIR},
+                      {"output", DT_REG},
+                      {"hook-output", DT_REG}}) &&
+      HoldsOnly(dir / "scratch", {})) {
+    std::lock_guard lock(mu_);
+    spare_dirs_.push_back(dir);
+    return;
+  }
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
+}
+
 RunOutcome ShellRuntime::Run(const TaskRun& task, LogSink& logs,
                              std::stop_token stop) {
   RunOutcome out;
-  // Plain system calls rather than std::filesystem's, which stat every
-  // path component and list directories before removing them: on a busy
-  // worker running short tasks, the attempt's own file handling was a
-  // measurable share of its cost.
-  const std::filesystem::path dir = work_dir_ / ("attempt-" + UniqueSuffix());
-  const std::filesystem::path scratch = dir / "scratch";
-  const std::filesystem::path output = dir / "output";
-  if (mkdir(dir.c_str(), 0755) != 0 || mkdir(scratch.c_str(), 0755) != 0) {
-    out.error = "cannot create the scratch directory " + scratch.string() +
-                ": " + strerror(errno);
+  // An attempt's directory: its scratch directory and output files. One
+  // that an attempt leaves as it found it serves a later attempt: making
+  // and removing two directories costs ten times more than checking them.
+  Result<std::filesystem::path> taken = TakeDir();
+  if (!taken.ok()) {
+    out.error = taken.status().message();
     out.infrastructure = true;
-    std::error_code ec;
-    std::filesystem::remove_all(dir, ec);
     return out;
   }
+  const std::filesystem::path dir = std::move(*taken);
+  const std::filesystem::path scratch = dir / "scratch";
+  const std::filesystem::path output = dir / "output";
   // The task's output is what its main process writes, as with the Docker
   // runtime, where each pre and post task has a container (and an output
   // file) of its own: theirs go to a file that is thrown away.
@@ -282,8 +331,9 @@ RunOutcome ShellRuntime::Run(const TaskRun& task, LogSink& logs,
     step_task.attempt = task.attempt;
     const std::filesystem::path& out_file = what.empty() ? output : hook_output;
     // Exists and is empty when the step starts.
-    const int fd =
-        open(out_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    const int fd = open(out_file.c_str(),
+                        O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
+                        0644);
     if (fd >= 0) close(fd);
     Step s = RunProcess(step_task, scratch, out_file, logs, stop, kill_grace_);
     if (s.error.empty() && s.exit_code != 0) {
@@ -295,12 +345,14 @@ RunOutcome ShellRuntime::Run(const TaskRun& task, LogSink& logs,
     return s;
   };
   Step result;
+  bool main_ran = false;
   for (const TaskRun& pre : task.pre) {
     result = run_step(pre, "pre task");
     if (!result.error.empty()) break;
   }
   if (result.error.empty()) {
     result = run_step(task, "");
+    main_ran = true;
     out.exit_code = result.exit_code;
     if (result.error ==
         "exited with code " + std::to_string(result.exit_code)) {
@@ -316,15 +368,10 @@ RunOutcome ShellRuntime::Run(const TaskRun& task, LogSink& logs,
   out.error = result.error;
   out.timed_out = result.timed_out;
   out.cancelled = result.cancelled;
-  out.output = ReadAtMost(output, kMaxOutputBytes);
-  // The usual case, an attempt that left nothing in its scratch directory,
-  // takes four calls; anything else is removed the long way.
-  unlink(output.c_str());
-  unlink(hook_output.c_str());
-  if (rmdir(scratch.c_str()) != 0 || rmdir(dir.c_str()) != 0) {
-    std::error_code ec;
-    std::filesystem::remove_all(dir, ec);
-  }
+  // The file may hold an earlier attempt's output if this one's main task
+  // never started.
+  if (main_ran) out.output = ReadAtMost(output, kMaxOutputBytes);
+  ReturnDir(dir);
   return out;
 }
 

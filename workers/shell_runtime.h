@@ -5,7 +5,8 @@
 //
 // Pre, main and post tasks of one attempt share a scratch directory
 // ($DROVER_SCRATCH), which stands in for the container volumes of the
-// Docker runtime; as there, the attempt's output is what the main task
+// Docker runtime; it is empty when the attempt starts (a directory that an
+// earlier attempt left empty is used again rather than remade); as there, the attempt's output is what the main task
 // writes to $DROVER_OUTPUT. The environment is the task's `env` plus PATH,
 // HOME and the DROVER_* variables; nothing else of the worker's leaks in.
 //
@@ -15,8 +16,11 @@
 
 #include <chrono>
 #include <filesystem>
+#include <mutex>
+#include <vector>
 
 #include "drover/runtime.h"
+#include "drover/status.h"
 
 namespace drover {
 
@@ -28,13 +32,21 @@ class ShellRuntime final : public Runtime {
   explicit ShellRuntime(
       std::filesystem::path work_dir,
       std::chrono::milliseconds kill_grace = std::chrono::seconds(5));
+  ~ShellRuntime() override;
   std::string_view name() const override { return "shell"; }
   RunOutcome Run(const TaskRun& task, LogSink& logs,
                  std::stop_token stop) override;
 
  private:
+  // An attempt's directory under work_dir_, new or one a finished attempt
+  // left as it was made; and giving it back (for reuse, or removed).
+  Result<std::filesystem::path> TakeDir();
+  void ReturnDir(const std::filesystem::path& dir);
+
   std::filesystem::path work_dir_;
   std::chrono::milliseconds kill_grace_;
+  std::mutex mu_;
+  std::vector<std::filesystem::path> spare_dirs_;  // guarded by mu_
 };
 
 }  // namespace drover

@@ -75,7 +75,7 @@ class ForwardingSink final : public LogSink {
 struct Worker::Attempt {
   AttemptRef ref;
   std::string queue;
-  std::jthread thread;
+  std::stop_source stop;  // asks the runtime to stop the attempt
 };
 
 Worker::Worker(WorkerOptions options,
@@ -88,8 +88,9 @@ Worker::Worker(WorkerOptions options,
       heartbeat_(ctx_, zmq::socket_type::xsub) {}
 
 Worker::~Worker() {
-  for (auto& [ref, a] : running_) a->thread.request_stop();
-  running_.clear();  // joins
+  for (auto& [ref, a] : running_) a->stop.request_stop();
+  threads_.JoinAll();
+  running_.clear();
   if (event_fd_ >= 0) close(event_fd_);
 }
 
@@ -211,7 +212,7 @@ void Worker::DrainOutbox() {
         held_started_.erase(m.ref);
         Send(m.frame);
         unacked_[m.ref] = std::move(m.frame);
-        running_.erase(m.ref);  // joins its thread, which is ending
+        running_.erase(m.ref);  // its thread is done with it
         break;
     }
   }
@@ -272,9 +273,9 @@ void Worker::OnAssign(const Assign& a) {
   started.ref = a.ref;
   started.at_ms = started_at;
   held_started_[a.ref] = {started_at + kStartedHold.count(), Encode(started)};
-  attempt->thread = std::jthread(
+  threads_.Run(
       [this, runtime, run = std::move(run), ref = a.ref, started_at,
-       secrets = a.redact](std::stop_token stop) {
+       secrets = a.redact, stop = attempt->stop.get_token()] {
         TaskResult result;
         result.ref = ref;
         result.started_at_ms = started_at;
@@ -336,7 +337,7 @@ void Worker::OnSchedulerMessage(const std::string& body) {
       if (it == running_.end()) continue;
       spdlog::info("job {} task {} attempt {}: given up by the scheduler; "
                    "stopping it", ref.job_id, ref.task, ref.attempt);
-      it->second->thread.request_stop();
+      it->second->stop.request_stop();
     }
     for (const auto& [ref, f] : unacked_) Send(f);
   } else if (type == Assign::kType) {
@@ -353,7 +354,7 @@ void Worker::OnSchedulerMessage(const std::string& body) {
     if (it != running_.end()) {
       spdlog::info("job {} task {} attempt {}: stopping: {}", m->ref.job_id,
                    m->ref.task, m->ref.attempt, m->reason);
-      it->second->thread.request_stop();
+      it->second->stop.request_stop();
     }
   } else if (type == Announce::kType) {
     SayHello();
@@ -413,12 +414,13 @@ Status Worker::Run() {
           Goodbye bye;
           for (auto& [ref, a] : running_) {
             bye.returned.push_back(ref);
-            a->thread.request_stop();
+            a->stop.request_stop();
           }
           Send(Encode(bye));
           said_goodbye = true;
         }
-        running_.clear();  // joins the stopped threads
+        threads_.WaitIdle();  // the stopped attempts post their results
+        running_.clear();
         DrainOutbox();
         // Give queued frames a moment to leave before the context closes.
         dealer_.set(zmq::sockopt::linger, 1000);
@@ -449,8 +451,10 @@ Status Worker::Run() {
       return Status::Internal(std::string("poll: ") +
                               zmq_strerror(zmq_errno()));
     }
+    // Only a socket that polled readable is read: each read of an empty
+    // ZeroMQ socket is system calls of its own.
     try {
-      for (int i = 0; i < 256; ++i) {
+      for (int i = 0; i < 256 && (items[0].revents & ZMQ_POLLIN); ++i) {
         zmq::message_t msg;
         if (!dealer_.recv(msg, zmq::recv_flags::dontwait)) break;
         if (msg.more()) {
@@ -461,7 +465,7 @@ Status Worker::Run() {
         }
         OnSchedulerMessage(msg.to_string());
       }
-      for (int i = 0; i < 256; ++i) {
+      for (int i = 0; i < 256 && (items[1].revents & ZMQ_POLLIN); ++i) {
         zmq::message_t msg;
         if (!heartbeat_.recv(msg, zmq::recv_flags::dontwait)) break;
         OnHeartbeatMessage(msg.to_string());

@@ -1,7 +1,7 @@
 // Worker: drover-worker's event loop. Connects to the scheduler's worker
 // channel (DEALER, routing id = its name) and heartbeat channel (XSUB),
 // announces its queues, slots and runtimes, runs each assigned attempt on a
-// task thread of its own through a Runtime, and reports what happened.
+// task thread (TaskThreads) through a Runtime, and reports what happened.
 //
 // Results are kept until the scheduler acknowledges them, and sent again
 // after a reconnect, so a scheduler restart loses none. A `started` report
@@ -35,6 +35,7 @@
 #include "drover/protocol.h"
 #include "drover/runtime.h"
 #include "drover/status.h"
+#include "task_threads.h"
 
 namespace drover {
 
@@ -134,6 +135,8 @@ class Worker {
   std::chrono::milliseconds tick_period_{1000};
   TimeMs next_tick_ = 0;
   SystemClock clock_;
+  // Last: its threads use the members above until they are joined.
+  TaskThreads threads_;
 };
 
 }  // namespace drover
