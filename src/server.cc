@@ -198,20 +198,25 @@ Status Server::Run() {
     }
     Effects fx;
     int received = 0;
+    // Only sockets that polled readable are read: reading an empty ZeroMQ
+    // socket costs system calls of its own.
     try {
-      for (int i = 0; i < kMaxMessagesPerTurn; ++i) {
+      for (int i = 0; i < kMaxMessagesPerTurn && (items[1].revents & ZMQ_POLLIN);
+           ++i) {
         auto frames = ReceiveMultipart(tasks_);
         if (frames.empty()) break;
         HandleWorker(std::move(frames), fx);
         ++received;
       }
-      for (int i = 0; i < kMaxMessagesPerTurn; ++i) {
+      for (int i = 0;
+           i < kMaxMessagesPerTurn && (items[2].revents & ZMQ_POLLIN); ++i) {
         auto frames = ReceiveMultipart(heartbeat_);
         if (frames.empty()) break;
         if (frames.size() == 1) HandleHeartbeat(frames[0], fx);
         ++received;
       }
-      for (int i = 0; i < kMaxMessagesPerTurn; ++i) {
+      for (int i = 0; i < kMaxMessagesPerTurn && (items[0].revents & ZMQ_POLLIN);
+           ++i) {
         auto frames = ReceiveMultipart(api_);
         if (frames.empty()) break;
         HandleApi(std::move(frames), fx);
