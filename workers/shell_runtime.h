@@ -1,6 +1,7 @@
 // ShellRuntime: runs a task as a plain process on the worker's host, for
-// workers that offer `--runtime shell`. `run` goes through /bin/sh -c,
-// `cmd` runs as argv. Each process gets its own process group, so a timeout
+// workers that offer `--runtime shell`. `run` goes through /bin/sh -c
+// (a plain command is exec'd directly, falling back to the shell:
+// process_spawn.h), `cmd` runs as argv. Each process gets its own process group, so a timeout
 // or cancel stops everything it started.
 //
 // Pre, main and post tasks of one attempt share a scratch directory
