@@ -16,8 +16,6 @@ namespace {
 // How many messages one loop turn takes from a socket before persisting
 // and answering: bounds the latency a burst can add to the others.
 constexpr int kMaxMessagesPerTurn = 512;
-// Job files from this size on (about 350 tasks) are parsed off the loop.
-constexpr size_t kParseOffLoopBytes = 16 * 1024;
 // A turn with at most this many messages writes its batch itself instead of
 // through the committer thread: see Server::HandOver.
 constexpr int kInlineWriteMessages = 4;
@@ -114,7 +112,6 @@ Status Server::Start() {
   }
   batch_ = std::make_unique<Batch>(store_.get());
   committer_ = std::make_unique<Committer>(store_.get());
-  parse_queue_ = std::make_unique<ParseQueue>();
   LoadUnfinished();
   spdlog::info("droverd {} serving: api {}, tasks {}, heartbeat {}",
                DROVER_VERSION, api_.get(zmq::sockopt::last_endpoint),
@@ -189,10 +186,8 @@ Status Server::Run() {
         {heartbeat_.handle(), 0, ZMQ_POLLIN, 0},
         {nullptr, watcher_ ? watcher_->fd() : -1, ZMQ_POLLIN, 0},
         {nullptr, committer_->busy() ? committer_->fd() : -1, ZMQ_POLLIN, 0},
-        {nullptr, parse_queue_->busy() ? parse_queue_->fd() : -1, ZMQ_POLLIN,
-         0},
     };
-    if (zmq_poll(items, 6, timeout) < 0 && zmq_errno() != EINTR) {
+    if (zmq_poll(items, 5, timeout) < 0 && zmq_errno() != EINTR) {
       Drain();
       return Status::Internal(std::string("poll: ") +
                               zmq_strerror(zmq_errno()));
@@ -230,9 +225,6 @@ Status Server::Run() {
     } catch (const zmq::error_t& e) {
       spdlog::error("socket error: {}", e.what());
     }
-    if (items[5].revents & ZMQ_POLLIN) {
-      received += TakeParsed(parse_queue_->Take(), fx);
-    }
     if (watcher_ && !read_only_ &&
         ((items[3].revents & ZMQ_POLLIN) || first_turn)) {
       for (const WatchedFile& f : watcher_->Take()) HandleWatched(f, fx);
@@ -251,11 +243,6 @@ Status Server::Run() {
       if (on_tick_) on_tick_();
       next_tick_ = now + tick_period_.count();
     }
-  }
-  if (parse_queue_->busy()) {  // submissions still being parsed: answer them
-    Effects fx;
-    TakeParsed(parse_queue_->TakeAll(), fx);
-    Stage(fx);
   }
   Drain();
   spdlog::info("droverd stopping");
@@ -468,19 +455,14 @@ void Server::HandleApi(std::vector<std::string> frames, Effects& fx) {
     reply.body = ErrorFrame(
         0, Status::InvalidArgument("a request is one frame of msgpack"));
   } else {
-    bool deferred = false;
-    reply.body = HandleRequest(frames[body_at], reply.envelope, fx,
-                               &reply.needs_commit, &reply.request_id,
-                               &deferred);
-    if (deferred) return;  // answered once parsed (TakeParsed)
+    reply.body = HandleRequest(frames[body_at], fx, &reply.needs_commit,
+                               &reply.request_id);
   }
   replies_.push_back(std::move(reply));
 }
 
-std::string Server::HandleRequest(const std::string& body,
-                                  const std::vector<std::string>& envelope,
-                                  Effects& fx, bool* acknowledges,
-                                  uint64_t* request_id, bool* deferred) {
+std::string Server::HandleRequest(const std::string& body, Effects& fx,
+                                  bool* acknowledges, uint64_t* request_id) {
   auto frame = Frame::Parse(body);
   if (!frame.ok()) {
     spdlog::warn("client request refused: {}", frame.status().message());
@@ -498,7 +480,7 @@ std::string Server::HandleRequest(const std::string& body,
     if (!req.ok()) return bad(req.status());
     if (read_only_) return ErrorFrame(id, ReadOnlyError());
     *acknowledges = true;
-    return Submit(id, *req, envelope, fx, deferred);
+    return Submit(id, *req, fx);
   }
   if (type == StatusRequest::kType) {
     auto req = frame->As<StatusRequest>();
@@ -606,32 +588,15 @@ std::string Server::HandleRequest(const std::string& body,
 }
 
 std::string Server::Submit(uint64_t id, const SubmitRequest& req,
-                           const std::vector<std::string>& envelope,
-                           Effects& fx, bool* deferred) {
+                           Effects& fx) {
   if (req.source.size() > kMaxJobFileBytes) {
     return ErrorFrame(id, Status::InvalidArgument(
                               "job file exceeds " +
                               std::to_string(kMaxJobFileBytes) + " bytes"));
   }
   const std::string file = req.file_name.empty() ? "job.toml" : req.file_name;
-  // A large file is parsed off the loop, which meanwhile keeps dispatching;
-  // so is any file while others are being parsed, to keep their order.
-  if (req.source.size() >= kParseOffLoopBytes || parse_queue_->busy()) {
-    const uint64_t ticket = next_ticket_++;
-    deferred_submits_[ticket] = {envelope, {}, id, true};
-    parse_queue_->Add({ticket, req.source, file, req.inputs, {}});
-    *deferred = true;
-    return {};
-  }
   std::vector<Diagnostic> errors;
-  auto job_id = Accept(ParseJobText(req.source, file, req.inputs), req.source,
-                       file, "", fx, &errors);
-  return SubmitAnswer(id, job_id, errors);
-}
-
-std::string Server::SubmitAnswer(uint64_t id,
-                                 const Result<std::string>& job_id,
-                                 const std::vector<Diagnostic>& errors) {
+  auto job_id = Accept(req.source, file, req.inputs, "", fx, &errors);
   if (!job_id.ok()) {
     std::vector<std::string> lines;
     for (const Diagnostic& d : errors) lines.push_back(d.ToString());
@@ -643,31 +608,11 @@ std::string Server::SubmitAnswer(uint64_t id,
   return Encode(reply);
 }
 
-int Server::TakeParsed(std::vector<ParseQueue::Item> items, Effects& fx) {
-  for (ParseQueue::Item& item : items) {
-    auto it = deferred_submits_.find(item.ticket);
-    if (it == deferred_submits_.end()) continue;
-    Reply reply = std::move(it->second);
-    deferred_submits_.erase(it);
-    if (read_only_) {
-      reply.body = ErrorFrame(reply.request_id, ReadOnlyError());
-      reply.needs_commit = false;
-    } else {
-      std::vector<Diagnostic> errors;
-      auto job_id = Accept(std::move(item.result), item.source, item.file, "",
-                           fx, &errors);
-      reply.body = SubmitAnswer(reply.request_id, job_id, errors);
-    }
-    replies_.push_back(std::move(reply));
-  }
-  return static_cast<int>(items.size());
-}
-
-Result<std::string> Server::Accept(ParseResult parsed,
-                                   const std::string& source,
-                                   const std::string& file,
-                                   const std::string& marker, Effects& fx,
-                                   std::vector<Diagnostic>* errors) {
+Result<std::string> Server::Accept(
+    const std::string& source, const std::string& file,
+    const std::map<std::string, std::string>& inputs,
+    const std::string& marker, Effects& fx, std::vector<Diagnostic>* errors) {
+  ParseResult parsed = ParseJobText(source, file, inputs);
   if (!parsed.ok()) {
     spdlog::info("job file {} refused: {} error(s), first: {}", file,
                  parsed.errors.size(), parsed.errors.front().ToString());
@@ -721,8 +666,7 @@ void Server::HandleWatched(const WatchedFile& f, Effects& fx) {
                                                 std::to_string(kMaxJobFileBytes) +
                                                 " bytes"});
   } else {
-    auto id = Accept(ParseJobText(source, f.name), source, f.name, marker, fx,
-                     &errors);
+    auto id = Accept(source, f.name, {}, marker, fx, &errors);
     if (id.ok()) {
       after_commit_.push_back(
           [this, f, marker, id = *id] { FinishWatched(f, marker, id); });

@@ -22,7 +22,6 @@
 
 #include "drover/clock.h"
 #include "committer.h"
-#include "parse_queue.h"
 #include "drover/store.h"
 #include "plan.h"
 #include "watcher.h"
@@ -83,25 +82,15 @@ class Server {
   void HandleHeartbeat(const std::string& frame, Effects& fx);
   // Answers one client request; *acknowledges is set when the answer may
   // only go out once this turn's batch is durable.
-  // *deferred is set when the answer comes later (a submission being
-  // parsed off the loop); `envelope` is where it will go.
-  std::string HandleRequest(const std::string& body,
-                            const std::vector<std::string>& envelope,
-                            Effects& fx, bool* acknowledges,
-                            uint64_t* request_id, bool* deferred);
-  std::string Submit(uint64_t id, const SubmitRequest& req,
-                     const std::vector<std::string>& envelope, Effects& fx,
-                     bool* deferred);
-  std::string SubmitAnswer(uint64_t id, const Result<std::string>& job_id,
-                           const std::vector<Diagnostic>& errors);
-  // Accepts the submissions parse_queue_ has parsed and queues their
-  // answers; returns how many there were.
-  int TakeParsed(std::vector<ParseQueue::Item> items, Effects& fx);
-  // Adds a parsed job file's job to this turn's batch (with `marker`, when
-  // not empty). The job id, or InvalidArgument with the validation errors
-  // in *errors.
-  Result<std::string> Accept(ParseResult parsed, const std::string& source,
+  std::string HandleRequest(const std::string& body, Effects& fx,
+                            bool* acknowledges, uint64_t* request_id);
+  std::string Submit(uint64_t id, const SubmitRequest& req, Effects& fx);
+  // Validates a job file and adds the new job to this turn's batch (with
+  // `marker`, when not empty). The job id, or InvalidArgument with the
+  // validation errors in *errors.
+  Result<std::string> Accept(const std::string& source,
                              const std::string& file,
+                             const std::map<std::string, std::string>& inputs,
                              const std::string& marker, Effects& fx,
                              std::vector<Diagnostic>* errors);
   void HandleWatched(const WatchedFile& f, Effects& fx);
@@ -154,10 +143,6 @@ class Server {
   Group open_;       // what waits for batch_
   Group in_flight_;  // what waits for the write committer_ is doing
   std::unique_ptr<Committer> committer_;
-  std::unique_ptr<ParseQueue> parse_queue_;
-  // Submissions handed to parse_queue_, by ticket: their answers to be.
-  std::map<uint64_t, Reply> deferred_submits_;
-  uint64_t next_ticket_ = 1;
   std::atomic<bool> stop_{false};
   std::function<void()> on_ready_;
   std::function<void()> on_tick_;

@@ -4,7 +4,6 @@
 // on every socket.
 #include <doctest/doctest.h>
 
-#include <algorithm>
 #include <filesystem>
 #include <set>
 #include <sstream>
@@ -403,77 +402,6 @@ TEST_CASE("Mesh.FailedWriteIsNeverAcknowledged") {
   CHECK(jobs->jobs.size() == 1);
   CHECK(c.scheduler().Running());
   CHECK(c.SchedulerLog().find("store write failed") != std::string::npos);
-}
-
-// Large job files are parsed beside the event loop: submissions sent back
-// to back are still answered in order, each to its own request, with the
-// located errors of an invalid one, and the job ids follow the order sent.
-TEST_CASE("Mesh.LargeJobFilesAreParsedInOrderBesideTheLoop") {
-  Cluster c;
-  c.StartScheduler();
-  auto many = [](int n, const std::string& last_key) {
-    std::string toml = "name = \"many\"\n";
-    for (int i = 0; i < n; ++i) {
-      toml += "\n[[tasks]]\nname = \"t" + std::to_string(i) +
-              "\"\nrun = \"echo a line to make the file larger\"\n"
-              "depends_on = []\n";
-    }
-    return toml + last_key;
-  };
-  const std::string big = many(500, "");
-  const std::string big_invalid = many(500, "retries = 3\n");  // misspelt
-  const std::string small =
-      "name = \"small\"\n[[tasks]]\nname = \"a\"\nrun = \"true\"\n";
-  REQUIRE(big.size() > 16 * 1024);  // over the size parsed off the loop
-  const size_t bad_line =
-      std::count(big_invalid.begin(), big_invalid.end(), '\n');
-
-  zmq::context_t ctx;
-  zmq::socket_t s(ctx, zmq::socket_type::dealer);
-  s.set(zmq::sockopt::linger, 0);
-  s.set(zmq::sockopt::rcvtimeo, 10000);
-  s.connect(c.api());
-  const std::vector<std::string> sources = {big, big_invalid, small, big,
-                                            small};
-  for (size_t i = 0; i < sources.size(); ++i) {
-    SubmitRequest req;
-    req.id = 100 + i;
-    req.source = sources[i];
-    req.file_name = "job" + std::to_string(i) + ".toml";
-    s.send(zmq::buffer(Encode(req)), zmq::send_flags::none);
-  }
-  std::vector<std::string> job_ids;
-  for (size_t i = 0; i < sources.size(); ++i) {
-    CAPTURE(i);
-    zmq::message_t msg;
-    REQUIRE(s.recv(msg));
-    auto f = Frame::Parse(msg.to_string());
-    REQUIRE(f.ok());
-    CHECK(f->id() == 100 + i);  // answers come in the order sent
-    if (i == 1) {
-      REQUIRE(f->type() == "error");
-      auto err = f->As<ErrorReply>();
-      REQUIRE(err.ok());
-      CHECK(err->code == "InvalidArgument");
-      REQUIRE(err->details.size() == 1);
-      CHECK(err->details[0].rfind(
-                "job1.toml:" + std::to_string(bad_line) + ":1: error:", 0) ==
-            0);
-      continue;
-    }
-    REQUIRE(f->type() == SubmitReply::kType);
-    auto ok = f->As<SubmitReply>();
-    REQUIRE(ok.ok());
-    job_ids.push_back(ok->job_id);
-  }
-  REQUIRE(job_ids.size() == 4);
-  CHECK(std::is_sorted(job_ids.begin(), job_ids.end()));
-  CHECK(c.Status(job_ids[0]).tasks.size() == 500);
-  CHECK(c.Status(job_ids[1]).tasks.size() == 1);
-  CHECK(c.Status(job_ids[2]).tasks.size() == 500);
-  // Stopping droverd answers what it has taken in: nothing is lost.
-  c.scheduler().Signal(SIGTERM);
-  CHECK(c.scheduler().Wait() == 0);
 }
 
 // A task that ends within the worker's `started` hold (20 ms) is reported
