@@ -27,4 +27,6 @@ build docker_stream_fuzz fuzz/docker_stream_fuzz.cc workers/docker_client.cc \
   workers/unix_http.cc src/status.cc $json -lpthread
 build http_response_fuzz fuzz/http_response_fuzz.cc workers/unix_http.cc \
   src/status.cc
-echo "fuzz: targets in $out/: job_file_fuzz config_fuzz frame_fuzz docker_stream_fuzz http_response_fuzz" >&2
+build direct_argv_fuzz fuzz/direct_argv_fuzz.cc workers/process_spawn.cc \
+  src/status.cc
+echo "fuzz: targets in $out/: job_file_fuzz config_fuzz frame_fuzz docker_stream_fuzz http_response_fuzz direct_argv_fuzz" >&2
