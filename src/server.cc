@@ -201,8 +201,8 @@ Status Server::Run() {
     // Only sockets that polled readable are read: reading an empty ZeroMQ
     // socket costs system calls of its own.
     try {
-      for (int i = 0; i < kMaxMessagesPerTurn && (items[1].revents & ZMQ_POLLIN);
-           ++i) {
+      for (int i = 0;
+           i < kMaxMessagesPerTurn && (items[1].revents & ZMQ_POLLIN); ++i) {
         auto frames = ReceiveMultipart(tasks_);
         if (frames.empty()) break;
         HandleWorker(std::move(frames), fx);
@@ -215,8 +215,8 @@ Status Server::Run() {
         if (frames.size() == 1) HandleHeartbeat(frames[0], fx);
         ++received;
       }
-      for (int i = 0; i < kMaxMessagesPerTurn && (items[0].revents & ZMQ_POLLIN);
-           ++i) {
+      for (int i = 0;
+           i < kMaxMessagesPerTurn && (items[0].revents & ZMQ_POLLIN); ++i) {
         auto frames = ReceiveMultipart(api_);
         if (frames.empty()) break;
         HandleApi(std::move(frames), fx);

@@ -159,7 +159,8 @@ TEST_CASE("Spawn.SignalsTheCallerIgnoresAreDefaultInTheProcess") {
     ignore.sa_handler = SIG_IGN;
     REQUIRE(sigaction(sig, &ignore, &old) == 0);
     SpawnSpec spec;
-    spec.argv = {"/bin/sh", "-c", "kill -" + std::to_string(sig) + " $$; exit 0"};
+    spec.argv = {"/bin/sh", "-c",
+                 "kill -" + std::to_string(sig) + " $$; exit 0"};
     auto ran = SpawnAndWait(spec);
     sigaction(sig, &old, nullptr);
     REQUIRE(ran.ok());

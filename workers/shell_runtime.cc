@@ -123,9 +123,9 @@ Step RunProcess(const TaskRun& task, const std::filesystem::path& scratch,
     // A plain command runs without a shell in between, as bash -c does;
     // /bin/sh takes over whenever that exec fails (process_spawn.h).
     spec.argv = DirectArgv(task.run);
-    if (!spec.argv.empty()) spec.fallback = argv;
+    if (!spec.argv.empty()) spec.fallback = std::move(argv);
   }
-  if (spec.argv.empty()) spec.argv = argv;
+  if (spec.argv.empty()) spec.argv = std::move(argv);
   spec.env = Environment(task, scratch, output);
   for (const std::string& e : spec.env) {
     if (e.compare(0, 5, "PATH=") == 0) spec.search_path = e.substr(5);

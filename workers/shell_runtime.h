@@ -1,15 +1,16 @@
 // ShellRuntime: runs a task as a plain process on the worker's host, for
-// workers that offer `--runtime shell`. `run` goes through /bin/sh -c
-// (a plain command is exec'd directly, falling back to the shell:
-// process_spawn.h), `cmd` runs as argv. Each process gets its own process group, so a timeout
-// or cancel stops everything it started.
+// workers that offer `--runtime shell`. `run` goes through /bin/sh -c (a
+// plain command is exec'd directly, the shell taking over if that fails:
+// process_spawn.h), `cmd` runs as argv. Each process gets its own process
+// group, so a timeout or cancel stops everything it started.
 //
 // Pre, main and post tasks of one attempt share a scratch directory
 // ($DROVER_SCRATCH), which stands in for the container volumes of the
-// Docker runtime; it is empty when the attempt starts (a directory that an
-// earlier attempt left empty is used again rather than remade); as there, the attempt's output is what the main task
-// writes to $DROVER_OUTPUT. The environment is the task's `env` plus PATH,
-// HOME and the DROVER_* variables; nothing else of the worker's leaks in.
+// Docker runtime. It is empty when the attempt starts (a directory that an
+// earlier attempt left empty is used again rather than remade). As with
+// Docker, the attempt's output is what the main task writes to
+// $DROVER_OUTPUT. The environment is the task's `env` plus PATH, HOME and
+// the DROVER_* variables; nothing else of the worker's leaks in.
 //
 // Thread-safe: Run may be called from many task threads at once.
 #ifndef DROVER_WORKERS_SHELL_RUNTIME_H_
