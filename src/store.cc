@@ -388,13 +388,18 @@ void PackRecord(Writer& w, const R& r, bool versioned) {
   Fields(r, encode);
 }
 
+// Replaces `out`'s contents, keeping its capacity.
+template <typename R>
+void EncodeInto(const R& r, std::string& out) {
+  out.clear();
+  Writer w(out);
+  PackRecord(w, r, /*versioned=*/true);
+}
+
 template <typename R>
 std::string Encode(const R& r) {
   std::string out;
-  {
-    Writer w(out);
-    PackRecord(w, r, /*versioned=*/true);
-  }
+  EncodeInto(r, out);
   return out;
 }
 
@@ -587,9 +592,11 @@ struct Store::Impl {
   }
 
   // Requires mu. Records the states a committed batch left.
-  void Remember(const std::unordered_map<std::string, int>& states) {
+  void Remember(const std::unordered_map<std::string, Batch::Pending>& states) {
     std::vector<std::string_view> ended;
-    for (const auto& [key, state] : states) {
+    for (const auto& [key, pending] : states) {
+      const int state = pending.state;
+      if (state < 0) continue;
       std::string_view k = key;
       if (k.starts_with(kJobPrefix)) {
         std::string_view id = k.substr(kJobPrefix.size());
@@ -663,12 +670,11 @@ struct Store::Impl {
   // set) moves from: the one put earlier in the batch, else the committed
   // one (from `live`, else read from the store); nullopt for a new record.
   template <typename R>
+  // The state `key`'s record is in, leaving aside what `batch` holds for it.
   Result<std::optional<int>> FromState(
-      const std::unordered_map<std::string, int>& batch,
-                                       const std::string& key,
-                                       std::string_view job_id,
-                                       std::optional<uint32_t> index) const {
-    if (auto it = batch.find(key); it != batch.end()) return {it->second};
+      const std::unordered_map<std::string, Batch::Pending>& batch,
+      const std::string& key, std::string_view job_id,
+      std::optional<uint32_t> index) const {
     {
       std::lock_guard<std::mutex> lock(mu);
       auto it = live.find(job_id);
@@ -878,18 +884,10 @@ Result<PreparedWrite> Store::Prepare(Batch& batch) {
   }
   PreparedWrite write;
   if (batch.empty()) return write;
-  // A record put several times in one batch (a task started and finished
-  // in the same loop turn) is written once, as it was put last: the same
-  // outcome, less to log and to compact.
-  std::unordered_map<std::string_view, size_t> last;
-  last.reserve(batch.ops_.size());
-  for (size_t i = 0; i < batch.ops_.size(); ++i) {
-    last[batch.ops_[i].key] = i;
-  }
+  // A record put several times in one batch is there once, as it was put
+  // last (Batch::ValueFor): the same outcome, less to log and to compact.
   leveldb::WriteBatch& wb = write.rep_->batch;
-  for (size_t i = 0; i < batch.ops_.size(); ++i) {
-    const Batch::Op& op = batch.ops_[i];
-    if (last[op.key] != i) continue;
+  for (const Batch::Op& op : batch.ops_) {
     if (op.value) {
       wb.Put(op.key, *op.value);
     } else {
@@ -899,10 +897,10 @@ Result<PreparedWrite> Store::Prepare(Batch& batch) {
   }
   {
     std::lock_guard<std::mutex> lock(impl_->mu);
-    impl_->Remember(batch.pending_state_);
+    impl_->Remember(batch.pending_);
   }
   batch.ops_.clear();
-  batch.pending_state_.clear();
+  batch.pending_.clear();
   return write;
 }
 
@@ -1035,11 +1033,39 @@ std::string Store::NewJobId() {
 
 // ---------------------------------------------------------------------------
 
+std::string& Batch::ValueFor(PendingMap::iterator it) {
+  Pending& p = it->second;
+  if (p.op < 0) {
+    p.op = static_cast<int32_t>(ops_.size());
+    ops_.push_back({it->first, std::string()});
+  }
+  std::optional<std::string>& value = ops_[p.op].value;
+  if (!value) value.emplace();
+  return *value;
+}
+
+void Batch::Put(std::string key, std::optional<std::string> value) {
+  auto it = pending_.try_emplace(std::move(key)).first;
+  if (value) {
+    ValueFor(it) = std::move(*value);
+  } else {
+    if (it->second.op < 0) {
+      it->second.op = static_cast<int32_t>(ops_.size());
+      ops_.push_back({it->first, std::nullopt});
+    }
+    ops_[it->second.op].value.reset();
+  }
+}
+
 Status Batch::PutJob(const JobRecord& job) {
   if (Status s = CheckJobId(job.id); !s.ok()) return s;
   std::string key = JobKey(job.id);
-  Result<std::optional<int>> from = store_->impl_->FromState<JobRecord>(
-      pending_state_, key, job.id, std::nullopt);
+  auto it = pending_.find(key);
+  Result<std::optional<int>> from =
+      it != pending_.end() && it->second.state >= 0
+          ? Result<std::optional<int>>(std::optional<int>(it->second.state))
+          : store_->impl_->FromState<JobRecord>(pending_, key, job.id,
+                                                std::nullopt);
   if (!from.ok()) return from.status();
   std::string who = "job " + job.id;
   if (!from->has_value()) {
@@ -1048,27 +1074,32 @@ Status Batch::PutJob(const JobRecord& job) {
                                         ": a new job must be PENDING, not " +
                                         std::string(JobStateName(job.state)));
     }
-    pending_state_[Cat(kNewJobNote, job.id)] = 0;
+    pending_[Cat(kNewJobNote, job.id)];
   } else if (Status s =
                  CheckJobTransition(static_cast<JobState>(**from), job.state);
              !s.ok()) {
     return Status::FailedPrecondition(who + ": " + s.message());
   }
-  ops_.push_back({key, Encode(job)});
+  if (it == pending_.end()) it = pending_.try_emplace(std::move(key)).first;
+  it->second.state = static_cast<int>(job.state);
+  EncodeInto(job, ValueFor(it));
   if (IsTerminal(job.state)) {
-    ops_.push_back({UnfinishedKey(job.id), std::nullopt});
+    Put(UnfinishedKey(job.id), std::nullopt);
   } else {
-    ops_.push_back({UnfinishedKey(job.id), std::string()});
+    Put(UnfinishedKey(job.id), std::string());
   }
-  pending_state_[key] = static_cast<int>(job.state);
   return Status::Ok();
 }
 
 Status Batch::PutTask(const TaskRecord& task) {
   if (Status s = CheckJobId(task.job_id); !s.ok()) return s;
   std::string key = TaskKey(task.job_id, task.index);
-  Result<std::optional<int>> from = store_->impl_->FromState<TaskRecord>(
-      pending_state_, key, task.job_id, task.index);
+  auto it = pending_.find(key);
+  Result<std::optional<int>> from =
+      it != pending_.end() && it->second.state >= 0
+          ? Result<std::optional<int>>(std::optional<int>(it->second.state))
+          : store_->impl_->FromState<TaskRecord>(pending_, key, task.job_id,
+                                                 task.index);
   if (!from.ok()) return from.status();
   // Built only for an error: this runs for every transition.
   auto who = [&] {
@@ -1087,8 +1118,9 @@ Status Batch::PutTask(const TaskRecord& task) {
              !s.ok()) {
     return Status::FailedPrecondition(who() + ": " + s.message());
   }
-  pending_state_[key] = static_cast<int>(task.state);
-  ops_.push_back({std::move(key), Encode(task)});
+  if (it == pending_.end()) it = pending_.try_emplace(std::move(key)).first;
+  it->second.state = static_cast<int>(task.state);
+  EncodeInto(task, ValueFor(it));
   return Status::Ok();
 }
 
@@ -1097,15 +1129,16 @@ void Batch::AppendLog(std::string_view job_id, LogChunk chunk) {
     std::lock_guard<std::mutex> lock(store_->impl_->mu);
     chunk.seq = store_->impl_->NextLogSeq();
   }
+  // Each chunk has a key of its own: no need to look for an earlier put.
   ops_.push_back({LogKey(job_id, chunk.seq), Encode(chunk)});
 }
 
 void Batch::PutMarker(std::string_view name, std::string_view value) {
-  ops_.push_back({MarkerKey(name), std::string(value)});
+  Put(MarkerKey(name), std::string(value));
 }
 
 void Batch::DeleteMarker(std::string_view name) {
-  ops_.push_back({MarkerKey(name), std::nullopt});
+  Put(MarkerKey(name), std::nullopt);
 }
 
 }  // namespace drover

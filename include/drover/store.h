@@ -113,16 +113,29 @@ class Batch {
   bool empty() const { return ops_.empty(); }
   size_t size() const { return ops_.size(); }
 
+  // What this batch holds for a key: the latest state put (for chained
+  // transitions; -1 for keys without one) and its write in ops_ (-1: none).
+  struct Pending {
+    int state = -1;
+    int32_t op = -1;
+  };
+
  private:
   friend class Store;
   struct Op {
     std::string key;
     std::optional<std::string> value;  // nullopt: delete
   };
+  using PendingMap = std::unordered_map<std::string, Pending>;
+  // The value to write for `it`'s key: a record put again in one batch (a
+  // task started and finished in the same loop turn) is written once, as
+  // it was put last, into the string that held the earlier value.
+  std::string& ValueFor(PendingMap::iterator it);
+  void Put(std::string key, std::optional<std::string> value);
+
   Store* store_;
-  std::vector<Op> ops_;
-  // Latest state put in this batch, by key, for chained transitions.
-  std::unordered_map<std::string, int> pending_state_;
+  std::vector<Op> ops_;  // one a key, but for log chunks (unique keys)
+  PendingMap pending_;
 };
 
 // A Batch made ready to write by Store::Prepare: its records encoded into
