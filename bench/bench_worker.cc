@@ -32,10 +32,11 @@ std::string RandomInstance() {
 }  // namespace
 
 BenchWorker::BenchWorker(zmq::context_t& ctx, BenchWorkerOptions options,
-                         AssignFn on_assign)
+                         AssignFn on_assign, AckCounter* acks)
     : ctx_(ctx),
       options_(std::move(options)),
       on_assign_(std::move(on_assign)),
+      acks_(acks),
       instance_(RandomInstance()) {}
 
 BenchWorker::~BenchWorker() { Stop(); }
@@ -148,6 +149,7 @@ void BenchWorker::Loop(std::stop_token stop) {
         if (ack.ok() && unacked.erase(ack->ref) > 0) {
           ++acked_;
           last_ack_ns_ = received.time_since_epoch().count();
+          if (acks_ != nullptr) acks_->Add();
         }
       } else if (type == Welcome::kType) {
         auto w = frame->As<Welcome>();
@@ -159,7 +161,10 @@ void BenchWorker::Loop(std::stop_token stop) {
         last_hello = wall.Now();
       }
     }
-    while (hb.recv(msg, zmq::recv_flags::dontwait)) {
+    // Read only when it polled readable: reading an empty socket costs
+    // system calls, and each one costs the scheduler under test CPU.
+    while ((items[1].revents & ZMQ_POLLIN) &&
+           hb.recv(msg, zmq::recv_flags::dontwait)) {
       auto frame = Frame::Parse(msg.to_string());
       if (!frame.ok() || frame->type() != SchedulerHeartbeat::kType) continue;
       auto m = frame->As<SchedulerHeartbeat>();

@@ -208,7 +208,8 @@ class Pool {
       o.tasks = d.tasks();
       o.heartbeat = d.heartbeat();
       o.slots = slots;
-      workers_.push_back(std::make_unique<BenchWorker>(ctx, o, on_assign));
+      workers_.push_back(
+          std::make_unique<BenchWorker>(ctx, o, on_assign, &acks_));
     }
   }
   Status Start() {
@@ -225,11 +226,7 @@ class Pool {
   void Stop() {
     for (auto& w : workers_) w->Stop();
   }
-  uint64_t acked() const {
-    uint64_t n = 0;
-    for (const auto& w : workers_) n += w->acked();
-    return n;
-  }
+  uint64_t acked() const { return acks_.count(); }
   Clock::time_point last_ack() const {
     Clock::time_point t{};
     for (const auto& w : workers_) t = std::max(t, w->last_ack());
@@ -237,18 +234,19 @@ class Pool {
   }
   // Waits until `n` results in all are acknowledged.
   Status WaitAcked(uint64_t n, std::chrono::seconds timeout) {
-    const auto deadline = Clock::now() + timeout;
-    while (acked() < n) {
-      if (Clock::now() > deadline) {
-        return Status::Timeout("only " + std::to_string(acked()) + " of " +
-                               std::to_string(n) + " tasks done in time");
-      }
-      std::this_thread::sleep_for(200us);
+    if (!acks_.WaitFor(n, Clock::now() + timeout)) {
+      return Status::Timeout("only " + std::to_string(acked()) + " of " +
+                             std::to_string(n) + " tasks done in time");
     }
     return Status::Ok();
   }
+  // Waits until `n` results in all are acknowledged, or until `deadline`.
+  bool WaitAcked(uint64_t n, Clock::time_point deadline) {
+    return acks_.WaitFor(n, deadline);
+  }
 
  private:
+  AckCounter acks_;  // before the workers, which count into it
   std::vector<std::unique_ptr<BenchWorker>> workers_;
 };
 
@@ -312,9 +310,10 @@ Status Overhead(const Options& o, const Counts& c) {
   std::vector<std::string> ids;
   size_t submitted = 0;
   for (const std::string& source : sources) {
-    while (submitted - pool.acked() >= 4 * c.tasks_per_job) {
-      std::this_thread::sleep_for(200us);
-      if (Clock::now() - t0 > 600s) return Status::Timeout("overhead run");
+    const size_t window = 4 * c.tasks_per_job;
+    if (submitted >= window &&
+        !pool.WaitAcked(submitted - window + 1, t0 + 600s)) {
+      return Status::Timeout("overhead run");
     }
     auto id = submitter.SubmitAll({source}, 1);
     if (!id.ok()) return id.status();
@@ -824,7 +823,11 @@ Result<double> BacklogRate(const Options& o, const Counts& c, size_t backlog) {
       if (!r.ok()) return r.status();
       submitted += 1000;
     } else {
-      std::this_thread::sleep_for(200us);
+      // Until the next top-up is due or the measurement can start or end.
+      uint64_t next = submitted - backlog + 1;
+      if (t0 == Clock::time_point{}) next = std::min(next, warmup);
+      next = std::min<uint64_t>(next, warmup + c.backlog_measured);
+      pool.WaitAcked(next, std::min(deadline, Clock::now() + 1s));
     }
   }
   const double rate = c.backlog_measured / Seconds(Clock::now() - t0);

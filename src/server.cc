@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <fstream>
 #include <random>
 #include <set>
@@ -14,11 +15,17 @@ namespace drover {
 namespace {
 
 // How many messages one loop turn takes from a socket before persisting
-// and answering: bounds the latency a burst can add to the others.
-constexpr int kMaxMessagesPerTurn = 512;
-// A turn with at most this many messages writes its batch itself instead of
+// and answering. Small turns keep the write pipeline full: a write that
+// finishes while the loop works through a burst is answered, and the next
+// handed over, within this many messages, so the committer and the workers
+// are not left waiting for the whole burst (and the burst does not become
+// one group that the loop, the disk and the workers then take turns on).
+constexpr int kMaxMessagesPerTurn = 64;
+// A quiet turn (at most this many messages, no write in flight before it,
+// at most kInlineWriteOps records) writes its batch itself instead of
 // through the committer thread: see Server::HandOver.
 constexpr int kInlineWriteMessages = 4;
+constexpr size_t kInlineWriteOps = 16;
 
 std::string ErrorFrame(uint64_t id, const Status& st,
                        std::vector<std::string> details = {}) {
@@ -193,6 +200,7 @@ Status Server::Run() {
                               zmq_strerror(zmq_errno()));
     }
     // The last batch is durable: out go its replies and messages.
+    const bool was_writing = committer_->busy();
     if (std::optional<Status> done = committer_->Finish()) {
       FinishGroup(in_flight_, *done);
     }
@@ -233,7 +241,7 @@ Status Server::Run() {
     now = clock_.Now();
     if (!read_only_) plan_.Tick(now, fx);
     Stage(fx);
-    HandOver(/*inline_write=*/received <= kInlineWriteMessages);
+    HandOver(/*quiet=*/!was_writing && received <= kInlineWriteMessages);
     if (now >= next_heartbeat_) {
       PublishHeartbeat();
       next_heartbeat_ = now + options_.heartbeat_interval.count();
@@ -255,13 +263,21 @@ void Server::Stage(Effects& fx) {
     Status st = batch.PutJob(j);
     if (!st.ok()) spdlog::error("job {}: not stored: {}", j.id, st.ToString());
   }
-  for (const TaskRecord& t : fx.tasks) {
-    Status st = batch.PutTask(t);
+  // The records move into the batch. LogEvents needs only the failed
+  // ones, and the names of tasks that have notes in this turn.
+  const bool notes =
+      std::any_of(fx.logs.begin(), fx.logs.end(),
+                  [](const auto& l) { return l.second.stream == 's'; });
+  for (TaskRecord& t : fx.tasks) {
+    if (notes || t.state == TaskState::kFailed) open_.fx.tasks.push_back(t);
+    // A refused record is left as it was.
+    Status st = batch.PutTask(std::move(t));
     if (!st.ok()) {
       spdlog::error("job {} task {}: not stored: {}", t.job_id, t.name,
                     st.ToString());
     }
   }
+  fx.tasks.clear();
   for (auto& [job_id, chunk] : fx.logs) batch.AppendLog(job_id, chunk);
   auto append = [](auto& to, auto& from) {
     if (to.empty()) {
@@ -280,7 +296,7 @@ void Server::Stage(Effects& fx) {
   append(open_.fx.logs, fx.logs);
 }
 
-void Server::HandOver(bool inline_write) {
+void Server::HandOver(bool quiet) {
   if (committer_->busy()) return;  // the next turn adds to this group
   Group group = std::move(open_);
   open_ = Group{};
@@ -293,16 +309,19 @@ void Server::HandOver(bool inline_write) {
     }
     return;
   }
+  const size_t batch_ops = batch_->size();
   Result<PreparedWrite> write = store_->Prepare(*batch_);
   batch_ = std::make_unique<Batch>(store_.get());
   if (!write.ok()) {
     FinishGroup(group, write.status());
     return;
   }
-  if (inline_write) {
+  if (quiet && batch_ops <= kInlineWriteOps) {
     // A quiet turn: the loop has nothing to overlap with the sync, and
     // handing the write to the committer would add two thread wake-ups to
-    // the latency of this turn's replies and assignments.
+    // the latency of this turn's replies and assignments. Under load (a
+    // write was in flight) or with a large batch (a job file's tasks), the
+    // committer writes: the loop must not stop for a sync then.
     FinishGroup(group, store_->Write(*write));
     return;
   }

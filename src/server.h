@@ -108,9 +108,10 @@ class Server {
   // after-commit actions to open_.
   void Stage(Effects& fx);
   // Unless a write is in flight: hands batch_ to the committer, with open_
-  // waiting for it (or, with nothing to write, sends open_ at once). With
-  // `inline_write`, writes batch_ on this thread and sends open_ after it.
-  void HandOver(bool inline_write = false);
+  // waiting for it (or, with nothing to write, sends open_ at once). After
+  // a `quiet` turn, a small batch_ is written on this thread instead and
+  // open_ sent after it.
+  void HandOver(bool quiet = false);
   // Writes everything staged, waiting for it; before the loop returns.
   void Drain();
   // Sends what waited for a write (or refuses the acknowledgements in it

@@ -839,8 +839,25 @@ Status Store::health() const {
 uint64_t Store::commit_count() const { return impl_->commits.load(); }
 
 struct PreparedWrite::Rep {
+  std::vector<Batch::Op> todo;  // to encode into `batch` before writing
   leveldb::WriteBatch batch;
   size_t ops = 0;
+
+  // Encodes what is left in `todo`: on the writing thread, not the loop's.
+  void Encode() {
+    std::string scratch;
+    for (Batch::Op& op : todo) {
+      if (const auto* task = std::get_if<TaskRecord>(&op.value)) {
+        EncodeInto(*task, scratch);
+        batch.Put(op.key, scratch);
+      } else if (const auto* value = std::get_if<std::string>(&op.value)) {
+        batch.Put(op.key, *value);
+      } else {
+        batch.Delete(op.key);
+      }
+    }
+    todo.clear();
+  }
 };
 
 PreparedWrite::PreparedWrite() : rep_(std::make_unique<Rep>()) {}
@@ -861,6 +878,7 @@ Status Store::Write(PreparedWrite& write) {
     if (!impl_->sticky.ok()) return impl_->sticky;
   }
   if (write.empty()) return Status::Ok();
+  write.rep_->Encode();
   leveldb::WriteOptions wo;
   wo.sync = impl_->options.sync;
   impl_->commits.fetch_add(1);
@@ -885,16 +903,10 @@ Result<PreparedWrite> Store::Prepare(Batch& batch) {
   PreparedWrite write;
   if (batch.empty()) return write;
   // A record put several times in one batch is there once, as it was put
-  // last (Batch::ValueFor): the same outcome, less to log and to compact.
-  leveldb::WriteBatch& wb = write.rep_->batch;
-  for (const Batch::Op& op : batch.ops_) {
-    if (op.value) {
-      wb.Put(op.key, *op.value);
-    } else {
-      wb.Delete(op.key);
-    }
-    ++write.rep_->ops;
-  }
+  // last (Batch::OpFor): the same outcome, less to log and to compact.
+  // Records are encoded by Write, on the thread that writes.
+  write.rep_->ops = batch.ops_.size();
+  write.rep_->todo = std::move(batch.ops_);
   {
     std::lock_guard<std::mutex> lock(impl_->mu);
     impl_->Remember(batch.pending_);
@@ -1033,27 +1045,21 @@ std::string Store::NewJobId() {
 
 // ---------------------------------------------------------------------------
 
-std::string& Batch::ValueFor(PendingMap::iterator it) {
+Batch::Op& Batch::OpFor(PendingMap::iterator it) {
   Pending& p = it->second;
   if (p.op < 0) {
     p.op = static_cast<int32_t>(ops_.size());
-    ops_.push_back({it->first, std::string()});
+    ops_.push_back({it->first, std::monostate()});
   }
-  std::optional<std::string>& value = ops_[p.op].value;
-  if (!value) value.emplace();
-  return *value;
+  return ops_[p.op];
 }
 
 void Batch::Put(std::string key, std::optional<std::string> value) {
-  auto it = pending_.try_emplace(std::move(key)).first;
+  Op& op = OpFor(pending_.try_emplace(std::move(key)).first);
   if (value) {
-    ValueFor(it) = std::move(*value);
+    op.value = std::move(*value);
   } else {
-    if (it->second.op < 0) {
-      it->second.op = static_cast<int32_t>(ops_.size());
-      ops_.push_back({it->first, std::nullopt});
-    }
-    ops_[it->second.op].value.reset();
+    op.value = std::monostate();
   }
 }
 
@@ -1082,7 +1088,11 @@ Status Batch::PutJob(const JobRecord& job) {
   }
   if (it == pending_.end()) it = pending_.try_emplace(std::move(key)).first;
   it->second.state = static_cast<int>(job.state);
-  EncodeInto(job, ValueFor(it));
+  Op& op = OpFor(it);
+  if (!std::holds_alternative<std::string>(op.value)) {
+    op.value.emplace<std::string>();
+  }
+  EncodeInto(job, std::get<std::string>(op.value));
   if (IsTerminal(job.state)) {
     Put(UnfinishedKey(job.id), std::nullopt);
   } else {
@@ -1091,7 +1101,7 @@ Status Batch::PutJob(const JobRecord& job) {
   return Status::Ok();
 }
 
-Status Batch::PutTask(const TaskRecord& task) {
+Result<Batch::PendingMap::iterator> Batch::CheckTask(const TaskRecord& task) {
   if (Status s = CheckJobId(task.job_id); !s.ok()) return s;
   std::string key = TaskKey(task.job_id, task.index);
   auto it = pending_.find(key);
@@ -1120,7 +1130,20 @@ Status Batch::PutTask(const TaskRecord& task) {
   }
   if (it == pending_.end()) it = pending_.try_emplace(std::move(key)).first;
   it->second.state = static_cast<int>(task.state);
-  EncodeInto(task, ValueFor(it));
+  return it;
+}
+
+Status Batch::PutTask(const TaskRecord& task) {
+  Result<PendingMap::iterator> it = CheckTask(task);
+  if (!it.ok()) return it.status();
+  OpFor(*it).value = task;
+  return Status::Ok();
+}
+
+Status Batch::PutTask(TaskRecord&& task) {
+  Result<PendingMap::iterator> it = CheckTask(task);
+  if (!it.ok()) return it.status();
+  OpFor(*it).value = std::move(task);
   return Status::Ok();
 }
 

@@ -29,8 +29,9 @@
 #include <memory>
 #include <optional>
 #include <string>
-#include <unordered_map>
 #include <string_view>
+#include <unordered_map>
+#include <variant>
 #include <vector>
 
 #include "drover/state.h"
@@ -102,8 +103,11 @@ class Batch {
   Status PutJob(const JobRecord& job);
   // Stores a task; the same transition rule, against the stored record or
   // the one put earlier in this batch. A new task must be CREATED or
-  // PENDING.
+  // PENDING. The record is checked now and encoded when the batch is
+  // written (Store::Write, on the thread that writes).
   Status PutTask(const TaskRecord& task);
+  // The same, taking the record; a refused one is left as it was.
+  Status PutTask(TaskRecord&& task);
   // Appends a log chunk (no state check); the store assigns chunk.seq.
   void AppendLog(std::string_view job_id, LogChunk chunk);
   // A small named value outside the job model (watched files, ids).
@@ -122,16 +126,21 @@ class Batch {
 
  private:
   friend class Store;
+  friend class PreparedWrite;
   struct Op {
     std::string key;
-    std::optional<std::string> value;  // nullopt: delete
+    // Nothing (a delete), the encoded value, or a task record to encode
+    // when the batch is written.
+    std::variant<std::monostate, std::string, TaskRecord> value;
   };
   using PendingMap = std::unordered_map<std::string, Pending>;
-  // The value to write for `it`'s key: a record put again in one batch (a
-  // task started and finished in the same loop turn) is written once, as
-  // it was put last, into the string that held the earlier value.
-  std::string& ValueFor(PendingMap::iterator it);
+  // The write for `it`'s key: a record put again in one batch (a task
+  // started and finished in the same loop turn) is written once, as it
+  // was put last.
+  Op& OpFor(PendingMap::iterator it);
   void Put(std::string key, std::optional<std::string> value);
+  // The transition check of PutTask; on success, the entry for its key.
+  Result<PendingMap::iterator> CheckTask(const TaskRecord& task);
 
   Store* store_;
   std::vector<Op> ops_;  // one a key, but for log chunks (unique keys)
