@@ -15,12 +15,9 @@ namespace drover {
 namespace {
 
 // How many messages one loop turn takes from a socket before persisting
-// and answering. Small turns keep the write pipeline full: a write that
-// finishes while the loop works through a burst is answered, and the next
-// handed over, within this many messages, so the committer and the workers
-// are not left waiting for the whole burst (and the burst does not become
-// one group that the loop, the disk and the workers then take turns on).
-constexpr int kMaxMessagesPerTurn = 64;
+// and answering: bounds the latency a burst can add to the others. (Turns
+// of 64 were tried: the same throughput, 7% more CPU a task.)
+constexpr int kMaxMessagesPerTurn = 512;
 // A quiet turn (at most this many messages, no write in flight before it,
 // at most kInlineWriteOps records) writes its batch itself instead of
 // through the committer thread: see Server::HandOver.
