@@ -35,8 +35,9 @@ constexpr std::string_view kFormatKey = "meta/format";
 constexpr std::string_view kFormatVersion = "1";
 // The version written as "v" in every record. Fields may be added without a
 // bump (a missing field decodes to its default); a change of meaning needs
-// one.
-constexpr uint64_t kRecordVersion = 1;
+// one. Version 2 keys fields by number instead of name and leaves out
+// fields that hold their default; version 1 records are still read.
+constexpr uint64_t kRecordVersion = 2;
 // Garbage must not make the decoder nest without bound.
 constexpr size_t kMaxDecodeDepth = 16;
 // Table files kept open; each costs an index block in memory, and the
@@ -171,8 +172,10 @@ Status FromLevelDb(const leveldb::Status& s, std::string_view what) {
 
 // ---------------------------------------------------------------------------
 // Records. Each record type has one field list, used by the encoder and the
-// decoder alike, so the two cannot drift apart. Field names are the msgpack
-// map keys documented in docs/STORE.md: never rename one.
+// decoder alike, so the two cannot drift apart. A field's number is its
+// msgpack map key (format version 2) and its name was the key in version 1,
+// which is still read: both are documented in docs/STORE.md; never reuse
+// or renumber one.
 
 // R is T or const T: one list serves the encoder (const) and the decoder.
 template <typename R, typename T>
@@ -180,53 +183,53 @@ concept RecordOf = std::same_as<std::remove_const_t<R>, T>;
 
 template <RecordOf<AttemptRecord> R, typename F>
 void Fields(R& r, F& f) {
-  f("number", r.number);
-  f("worker", r.worker);
-  f("started_at", r.started_at);
-  f("finished_at", r.finished_at);
-  f("exit_code", r.exit_code);
-  f("error", r.error);
+  f(1, "number", r.number);
+  f(2, "worker", r.worker);
+  f(3, "started_at", r.started_at);
+  f(4, "finished_at", r.finished_at);
+  f(5, "exit_code", r.exit_code);
+  f(6, "error", r.error);
 }
 
 template <RecordOf<TaskRecord> R, typename F>
 void Fields(R& r, F& f) {
-  f("job", r.job_id);
-  f("index", r.index);
-  f("name", r.name);
-  f("state", r.state);
-  f("attempts", r.attempts);
-  f("worker", r.worker);
-  f("exit_code", r.exit_code);
-  f("output", r.output);
-  f("error", r.error);
-  f("started_at", r.started_at);
-  f("finished_at", r.finished_at);
-  f("not_before", r.not_before);
-  f("history", r.history);
+  f(1, "job", r.job_id);
+  f(2, "index", r.index);
+  f(3, "name", r.name);
+  f(4, "state", r.state);
+  f(5, "attempts", r.attempts);
+  f(6, "worker", r.worker);
+  f(7, "exit_code", r.exit_code);
+  f(8, "output", r.output);
+  f(9, "error", r.error);
+  f(10, "started_at", r.started_at);
+  f(11, "finished_at", r.finished_at);
+  f(12, "not_before", r.not_before);
+  f(13, "history", r.history);
 }
 
 template <RecordOf<JobRecord> R, typename F>
 void Fields(R& r, F& f) {
-  f("id", r.id);
-  f("name", r.name);
-  f("state", r.state);
-  f("created_at", r.created_at);
-  f("started_at", r.started_at);
-  f("finished_at", r.finished_at);
-  f("error", r.error);
-  f("inputs", r.inputs);
-  f("source", r.source);
-  f("source_name", r.source_name);
-  f("task_count", r.task_count);
+  f(1, "id", r.id);
+  f(2, "name", r.name);
+  f(3, "state", r.state);
+  f(4, "created_at", r.created_at);
+  f(5, "started_at", r.started_at);
+  f(6, "finished_at", r.finished_at);
+  f(7, "error", r.error);
+  f(8, "inputs", r.inputs);
+  f(9, "source", r.source);
+  f(10, "source_name", r.source_name);
+  f(11, "task_count", r.task_count);
 }
 
 // seq is not stored in the value: it is the key's last part.
 template <RecordOf<LogChunk> R, typename F>
 void Fields(R& r, F& f) {
-  f("task", r.task_index);
-  f("attempt", r.attempt);
-  f("stream", r.stream);
-  f("data", r.data);
+  f(1, "task", r.task_index);
+  f(2, "attempt", r.attempt);
+  f(3, "stream", r.stream);
+  f(4, "data", r.data);
 }
 
 // A msgpack encoder that appends to a std::string: the bytes msgpack-c's
@@ -371,18 +374,35 @@ void PackValue(Writer& w, const std::vector<AttemptRecord>& v) {
 void PackValue(Writer& w, uint32_t v) { w.Uint(v); }
 void PackValue(Writer& w, int64_t v) { w.Int(v); }
 
+// Whether a field holds what the decoder gives a missing one, so that it
+// can be left out. States are always written: a dump shows them.
+bool IsDefault(const std::string& v) { return v.empty(); }
+bool IsDefault(char) { return false; }
+bool IsDefault(JobState) { return false; }
+bool IsDefault(TaskState) { return false; }
+bool IsDefault(const std::optional<int32_t>& v) { return !v.has_value(); }
+bool IsDefault(const std::map<std::string, std::string>& v) {
+  return v.empty();
+}
+bool IsDefault(const std::vector<AttemptRecord>& v) { return v.empty(); }
+bool IsDefault(uint32_t v) { return v == 0; }
+bool IsDefault(int64_t v) { return v == 0; }
+
 template <typename R>
 void PackRecord(Writer& w, const R& r, bool versioned) {
   uint32_t fields = versioned ? 1 : 0;
-  auto count = [&](const char*, const auto&) { ++fields; };
+  auto count = [&](uint32_t, const char*, const auto& v) {
+    if (!IsDefault(v)) ++fields;
+  };
   Fields(r, count);
   w.Map(fields);
   if (versioned) {
     w.Str("v");
     w.Uint(kRecordVersion);
   }
-  auto encode = [&](const char* name, const auto& v) {
-    w.Str(name);
+  auto encode = [&](uint32_t number, const char*, const auto& v) {
+    if (IsDefault(v)) return;
+    w.Uint(number);
     PackValue(w, v);
   };
   Fields(r, encode);
@@ -410,12 +430,17 @@ class DecodeError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// The value keyed by `number` (format version 2) or `name` (version 1; the
+// record version field "v" too); nullptr if there is none.
 const msgpack::object* FindField(const msgpack::object& map,
-                                 std::string_view name) {
+                                 std::string_view name, uint32_t number = 0) {
   for (uint32_t i = 0; i < map.via.map.size; ++i) {
     const msgpack::object_kv& kv = map.via.map.ptr[i];
-    if (kv.key.type == msgpack::type::STR &&
-        std::string_view(kv.key.via.str.ptr, kv.key.via.str.size) == name) {
+    if (kv.key.type == msgpack::type::POSITIVE_INTEGER) {
+      if (number != 0 && kv.key.via.u64 == number) return &kv.val;
+    } else if (kv.key.type == msgpack::type::STR &&
+               std::string_view(kv.key.via.str.ptr, kv.key.via.str.size) ==
+                   name) {
       return &kv.val;
     }
   }
@@ -483,8 +508,8 @@ void UnpackRecord(const msgpack::object& map, R& r) {
   if (map.type != msgpack::type::MAP) throw DecodeError("expected a map");
   // A missing field keeps its default: records written before the field
   // existed still decode.
-  auto decode = [&](const char* name, auto& v) {
-    const msgpack::object* o = FindField(map, name);
+  auto decode = [&](uint32_t number, const char* name, auto& v) {
+    const msgpack::object* o = FindField(map, name, number);
     if (o == nullptr) return;
     try {
       UnpackValue(*o, v);

@@ -19,6 +19,7 @@
 #include <msgpack.hpp>
 #include <random>
 #include <set>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <tuple>
@@ -205,6 +206,102 @@ TEST_CASE("Store.RoundTripsEveryField") {
     REQUIRE(marker.ok());
     CHECK(*marker == std::string("v\0v", 3));
   }
+}
+
+// Version 2 records key fields by number and leave out fields at their
+// default; version 1 records (keyed by name, every field) still read the
+// same. The numbers and names are those of docs/STORE.md.
+TEST_CASE("Store.WritesCompactRecordsAndReadsVersionOne") {
+  TempDir dir;
+  std::string id;
+  std::string stored;
+  {
+    auto store = OpenOk(dir.path());
+    JobRecord job = NewJob(*store);
+    id = job.id;
+    TaskRecord task = NewTask(id, 3, TaskState::kPending);
+    Batch batch(store.get());
+    PutOk(batch, job);
+    PutOk(batch, task);
+    CommitOk(*store, batch);
+  }
+  {
+    leveldb::DB* db = nullptr;
+    REQUIRE(leveldb::DB::Open(leveldb::Options(), dir.path(), &db).ok());
+    REQUIRE(db->Get(leveldb::ReadOptions(), "t/" + id + "/00000003", &stored)
+                .ok());
+    delete db;
+  }
+  msgpack::object_handle h = msgpack::unpack(stored.data(), stored.size());
+  std::map<std::string, std::string> fields;  // key, as text -> value
+  REQUIRE(h.get().type == msgpack::type::MAP);
+  const msgpack::object_map& map = h.get().via.map;
+  for (uint32_t i = 0; i < map.size; ++i) {
+    std::ostringstream key, value;
+    key << map.ptr[i].key;
+    value << map.ptr[i].val;
+    fields[key.str()] = value.str();
+  }
+  // v, job (1), index (2), name (3), state (4); nothing at its default.
+  CHECK(fields == std::map<std::string, std::string>{
+                      {"\"v\"", "2"},
+                      {"1", "\"" + id + "\""},
+                      {"2", "3"},
+                      {"3", "\"task3\""},
+                      {"4", "\"PENDING\""}});
+
+  // The same task as version 1 wrote it, with more: every field by name.
+  msgpack::zone z;
+  std::map<std::string, msgpack::object> v1 = {
+      {"v", msgpack::object(1, z)},
+      {"job", msgpack::object(id, z)},
+      {"index", msgpack::object(3, z)},
+      {"name", msgpack::object("task3", z)},
+      {"state", msgpack::object("FAILED", z)},
+      {"attempts", msgpack::object(1, z)},
+      {"worker", msgpack::object("w", z)},
+      {"exit_code", msgpack::object(-2, z)},
+      {"output", msgpack::object("out", z)},
+      {"error", msgpack::object("", z)},
+      {"started_at", msgpack::object(5, z)},
+      {"finished_at", msgpack::object(6, z)},
+      {"not_before", msgpack::object(0, z)},
+  };
+  std::map<std::string, msgpack::object> attempt = {
+      {"number", msgpack::object(1, z)},
+      {"worker", msgpack::object("w", z)},
+      {"started_at", msgpack::object(5, z)},
+      {"finished_at", msgpack::object(6, z)},
+      {"exit_code", msgpack::object(-2, z)},
+      {"error", msgpack::object("boom", z)},
+  };
+  msgpack::sbuffer buf;
+  msgpack::packer<msgpack::sbuffer> pk(buf);
+  pk.pack_map(static_cast<uint32_t>(v1.size() + 1));
+  for (const auto& [k, v] : v1) {
+    pk.pack(k);
+    pk.pack(v);
+  }
+  pk.pack(std::string("history"));
+  pk.pack_array(1);
+  pk.pack(attempt);
+  RawPut(dir.path(), {{"t/" + id + "/00000003", std::string(buf.data(),
+                                                            buf.size())}});
+  auto store = OpenOk(dir.path());
+  Result<TaskRecord> got = store->GetTask(id, 3);
+  INFO(got.status().ToString());
+  REQUIRE(got.ok());
+  TaskRecord want = NewTask(id, 3, TaskState::kFailed);
+  want.attempts = 1;
+  want.worker = "w";
+  want.exit_code = -2;
+  want.output = "out";
+  want.started_at = 5;
+  want.finished_at = 6;
+  CHECK(Fields(*got) == Fields(want));
+  REQUIRE(got->history.size() == 1);
+  CHECK(Fields(got->history[0]) ==
+        Fields(AttemptRecord{1, "w", 5, 6, -2, "boom"}));
 }
 
 TEST_CASE("Store.MissingRecordsAreNotFound") {
@@ -711,15 +808,15 @@ TEST_CASE("Store.GarbageRecordsAreCorruptionNeverACrash") {
           Code::kCorruption);
   }
 
-  RawPut(dir.path(), {{"j/" + id, with({{"v", msgpack::object(2, z)}})},
+  RawPut(dir.path(), {{"j/" + id, with({{"v", msgpack::object(3, z)}})},
                       {"t/" + id + "/00000000", "\xc1"},
                       {"l/" + id + "/0000000000000001", "\x80"}});
   auto store = OpenOk(dir.path());
   Status s = store->GetJob(id).status();
   CHECK(s.code() == Code::kCorruption);
   CHECK(s.message() == "record 'j/" + id +
-                           "' has format version 2, newer than this drover "
-                           "reads (1); use the drover that wrote it");
+                           "' has format version 3, newer than this drover "
+                           "reads (2); use the drover that wrote it");
   s = store->GetTask(id, 0).status();
   CHECK(s.code() == Code::kCorruption);
   CHECK(s.message().find("'t/" + id + "/00000000'") != std::string::npos);
