@@ -36,6 +36,10 @@ else
        "that it could not run" >&2
 fi
 
+# Write back what the set-up wrote (Docker's image import, its state) now,
+# so that it does not compete with the workloads' own syncs.
+sync
+
 echo "# $(uname -sr), $(nproc) cores; load average before the run:" \
      "$(cut -d' ' -f1-3 /proc/loadavg)"
 "$build/drover_bench" --mode "$mode" "$@"
