@@ -29,8 +29,18 @@ Result<Frame> Frame::Parse(std::string_view bytes) {
   if (bytes.empty()) return Status::InvalidArgument("empty frame");
   Frame frame;
   try {
-    auto handle = std::make_shared<msgpack::object_handle>(msgpack::unpack(
-        bytes.data(), bytes.size(), nullptr, nullptr, FrameLimits()));
+    // A zone sized for the message: msgpack-c's default first chunk is
+    // 8 KiB, too large for malloc's per-thread cache, and most messages
+    // (a result, an ack) are a hundred or two bytes. A message that needs
+    // more gets more chunks.
+    auto zone = std::make_unique<msgpack::zone>(
+        std::min<size_t>(8192, 4 * bytes.size() + 256));
+    size_t offset = 0;
+    msgpack::object root = msgpack::unpack(*zone, bytes.data(), bytes.size(),
+                                           offset, nullptr, nullptr,
+                                           FrameLimits());
+    auto handle =
+        std::make_shared<msgpack::object_handle>(root, std::move(zone));
     if (handle->get().type != msgpack::type::MAP) {
       return Status::InvalidArgument("message is not a msgpack map");
     }
