@@ -534,12 +534,14 @@ Status Decode(std::string_view key, std::string_view bytes, R* out) {
     size_t n = bytes.size();
     msgpack::unpack_limit limit(n, n, n, n, n, kMaxDecodeDepth);
     size_t offset = 0;
-    msgpack::object_handle handle = msgpack::unpack(
-        bytes.data(), bytes.size(), offset, nullptr, nullptr, limit);
+    // A zone sized for the record (msgpack-c's default first chunk is
+    // 8 KiB; a task record is about a hundred bytes).
+    msgpack::zone zone(std::min<size_t>(8192, 4 * n + 256));
+    const msgpack::object root = msgpack::unpack(
+        zone, bytes.data(), bytes.size(), offset, nullptr, nullptr, limit);
     if (offset != bytes.size()) {
       return corrupt("does not decode: trailing bytes after the record");
     }
-    const msgpack::object& root = handle.get();
     if (root.type != msgpack::type::MAP) {
       return corrupt("does not decode: not a msgpack map");
     }
