@@ -41,8 +41,10 @@ struct BenchWorkerOptions {
 
 // Acknowledged results across a pool of bench workers, with a wait that
 // sleeps until a count is reached: the bench's own threads should not take
-// CPU from the scheduler they measure by polling (on two cores, a thread
-// waking every 200 us to look at a counter took a tenth of a core).
+// CPU from the scheduler they measure by polling (a thread waking every
+// 200 us to look at a counter makes thousands of system calls a second,
+// each an exit to the hypervisor on the VMs drover is measured on).
+// Any thread may Add; one thread at a time may wait.
 class AckCounter {
  public:
   void Add() {

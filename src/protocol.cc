@@ -1,5 +1,8 @@
 #include "drover/protocol.h"
 
+#include <algorithm>
+#include <memory>
+
 namespace drover {
 namespace {
 

@@ -119,6 +119,7 @@ class Batch {
 
   // What this batch holds for a key: the latest state put (for chained
   // transitions; -1 for keys without one) and its write in ops_ (-1: none).
+  // Public only for the store's own use.
   struct Pending {
     int state = -1;
     int32_t op = -1;
@@ -147,8 +148,10 @@ class Batch {
   PendingMap pending_;
 };
 
-// A Batch made ready to write by Store::Prepare: its records encoded into
-// one LevelDB write. Movable; written by Store::Write on any thread.
+// A Batch made ready to write by Store::Prepare: its transitions checked
+// and remembered, its writes taken over. Store::Write encodes the task
+// records and writes it as one LevelDB write, on any thread (droverd's
+// committer thread). Movable.
 class PreparedWrite {
  public:
   PreparedWrite();
