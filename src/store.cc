@@ -694,14 +694,17 @@ struct Store::Impl {
   }
 
   // The state a record under `key` (job `job_id`, and task `index` when
-  // set) moves from: the one put earlier in the batch, else the committed
-  // one (from `live`, else read from the store); nullopt for a new record.
+  // set) moves from: the one put earlier in the batch (`in_batch`, the
+  // batch's entry for `key` if it has one), else the committed one (from
+  // `live`, else read from the store); nullopt for a new record.
   template <typename R>
-  // The state `key`'s record is in, leaving aside what `batch` holds for it.
   Result<std::optional<int>> FromState(
       const std::unordered_map<std::string, Batch::Pending>& batch,
-      const std::string& key, std::string_view job_id,
-      std::optional<uint32_t> index) const {
+      const Batch::Pending* in_batch, const std::string& key,
+      std::string_view job_id, std::optional<uint32_t> index) const {
+    if (in_batch != nullptr && in_batch->state >= 0) {
+      return std::optional<int>(in_batch->state);
+    }
     {
       std::lock_guard<std::mutex> lock(mu);
       auto it = live.find(job_id);
@@ -873,7 +876,7 @@ struct PreparedWrite::Rep {
   // Encodes what is left in `todo`: on the writing thread, not the loop's.
   void Encode() {
     std::string scratch;
-    for (Batch::Op& op : todo) {
+    for (const Batch::Op& op : todo) {
       if (const auto* task = std::get_if<TaskRecord>(&op.value)) {
         EncodeInto(*task, scratch);
         batch.Put(op.key, scratch);
@@ -1094,11 +1097,9 @@ Status Batch::PutJob(const JobRecord& job) {
   if (Status s = CheckJobId(job.id); !s.ok()) return s;
   std::string key = JobKey(job.id);
   auto it = pending_.find(key);
-  Result<std::optional<int>> from =
-      it != pending_.end() && it->second.state >= 0
-          ? Result<std::optional<int>>(std::optional<int>(it->second.state))
-          : store_->impl_->FromState<JobRecord>(pending_, key, job.id,
-                                                std::nullopt);
+  Result<std::optional<int>> from = store_->impl_->FromState<JobRecord>(
+      pending_, it != pending_.end() ? &it->second : nullptr, key, job.id,
+      std::nullopt);
   if (!from.ok()) return from.status();
   std::string who = "job " + job.id;
   if (!from->has_value()) {
@@ -1132,11 +1133,9 @@ Result<Batch::PendingMap::iterator> Batch::CheckTask(const TaskRecord& task) {
   if (Status s = CheckJobId(task.job_id); !s.ok()) return s;
   std::string key = TaskKey(task.job_id, task.index);
   auto it = pending_.find(key);
-  Result<std::optional<int>> from =
-      it != pending_.end() && it->second.state >= 0
-          ? Result<std::optional<int>>(std::optional<int>(it->second.state))
-          : store_->impl_->FromState<TaskRecord>(pending_, key, task.job_id,
-                                                 task.index);
+  Result<std::optional<int>> from = store_->impl_->FromState<TaskRecord>(
+      pending_, it != pending_.end() ? &it->second : nullptr, key,
+      task.job_id, task.index);
   if (!from.ok()) return from.status();
   // Built only for an error: this runs for every transition.
   auto who = [&] {
