@@ -99,7 +99,7 @@ uint64_t RssKibOf(pid_t pid) {
   return 0;
 }
 
-double CpuSecondsOf(pid_t pid) {
+double CpuSecondsOf(pid_t pid, bool children) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
   std::string stat((std::istreambuf_iterator<char>(in)),
                    std::istreambuf_iterator<char>());
@@ -108,12 +108,11 @@ double CpuSecondsOf(pid_t pid) {
   if (close == std::string::npos) return 0;
   std::istringstream fields(stat.substr(close + 2));
   std::string f;
-  unsigned long long utime = 0, stime = 0;
-  for (int i = 3; i <= 15 && fields >> f; ++i) {
-    if (i == 14) utime = std::stoull(f);
-    if (i == 15) stime = std::stoull(f);
+  unsigned long long ticks = 0;
+  for (int i = 3; i <= 17 && fields >> f; ++i) {
+    if (children ? i >= 16 : i == 14 || i == 15) ticks += std::stoull(f);
   }
-  return static_cast<double>(utime + stime) / sysconf(_SC_CLK_TCK);
+  return static_cast<double>(ticks) / sysconf(_SC_CLK_TCK);
 }
 
 // --------------------------------------------------------------- ScratchDir

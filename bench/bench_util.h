@@ -52,8 +52,9 @@ class Process {
 };
 
 uint64_t RssKibOf(pid_t pid);
-// User plus system CPU time the process has used, in seconds.
-double CpuSecondsOf(pid_t pid);
+// User plus system CPU time the process has used, in seconds; with
+// `children`, that of its children it has waited for instead.
+double CpuSecondsOf(pid_t pid, bool children = false);
 
 // A fresh directory under /tmp, removed at the end unless
 // KeepScratchDirs(true) was called (then its path is printed as a note).

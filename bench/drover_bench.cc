@@ -419,21 +419,32 @@ Status Shell(const Options& o, const Counts& c) {
   Daemon d(o.setup, dir.path());
   if (Status s = d.Start(); !s.ok()) return s;
   auto worker = d.StartWorker("shell", {"--runtime", "shell", "--queue",
-                                        "default:" + std::to_string(n)});
+                                        "default:" + std::to_string(n), "--prefetch", getenv("PF") ? getenv("PF") : "1", "--log-level", getenv("LL") ? getenv("LL") : "info"});
   if (Status s = d.WaitWorkerReady("shell", 10s); !s.ok()) return s;
   Note("shell: " + std::to_string(per_thread * n) +
        " runs of /bin/true at concurrency " + std::to_string(n) +
        ", raw before and after, and as `run = \"true\"` tasks (jobs of " +
        "1,000) on one drover-worker --queue default:" + std::to_string(n));
   const double raw1 = Concurrently(n, per_thread, SpawnTrue);
+  const pid_t droverd = d.process()->pid();
+  const double cpu0[] = {CpuSecondsOf(droverd), CpuSecondsOf(worker->pid()),
+                         CpuSecondsOf(worker->pid(), true)};
   auto rate = RunJobs(d, ShellJobs("shell", per_thread * n, 1000),
                       per_thread * n, 600s);
+  const double us_a_task = 1e6 / static_cast<double>(per_thread * n);
+  const double cpu[] = {
+      (CpuSecondsOf(droverd) - cpu0[0]) * us_a_task,
+      (CpuSecondsOf(worker->pid()) - cpu0[1]) * us_a_task,
+      (CpuSecondsOf(worker->pid(), true) - cpu0[2]) * us_a_task};
   const double raw2 = Concurrently(n, per_thread, SpawnTrue);
   if (!rate.ok()) return rate.status();
-  char buf[120];
+  char buf[200];
   std::snprintf(buf, sizeof buf,
-                "shell: fork+exec %.0f/s before, %.0f/s after; ratio %.2f",
-                raw1, raw2, *rate / ((raw1 + raw2) / 2));
+                "shell: fork+exec %.0f/s before, %.0f/s after; ratio %.2f; "
+                "CPU a task: droverd %.0f us, worker %.0f us, the task "
+                "itself %.0f us",
+                raw1, raw2, *rate / ((raw1 + raw2) / 2), cpu[0], cpu[1],
+                cpu[2]);
   Note(buf);
   Figure("fork_exec_per_s", (raw1 + raw2) / 2, "runs/s");
   Figure("shell_tasks_per_s", *rate, "tasks/s");

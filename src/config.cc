@@ -157,6 +157,7 @@ const std::vector<ConfigKey>& WorkerConfigKeys() {
       {"heartbeat", ConfigKind::kString},
       {"name", ConfigKind::kString},
       {"queue", ConfigKind::kStringList},
+      {"prefetch", ConfigKind::kInteger},
       {"runtime", ConfigKind::kStringList},
       {"docker-socket", ConfigKind::kString},
       {"work-dir", ConfigKind::kString},

@@ -350,6 +350,7 @@ int main(int argc, char** argv) {
                        {"queues", w.queues},
                        {"runtimes", w.runtimes},
                        {"running", w.running},
+                       {"held", w.held},
                        {"last_heartbeat", OrNull(w.last_heartbeat)}});
       }
       std::cout << arr.dump(2) << "\n";
@@ -362,9 +363,11 @@ int main(int argc, char** argv) {
         for (const auto& [q, n] : w.queues) {
           queues += (queues.empty() ? "" : ",") + q + ":" + std::to_string(n);
         }
+        std::string running = std::to_string(w.running);
+        if (w.held > 0) running += "+" + std::to_string(w.held);
         std::cout << std::left << std::setw(24) << w.name << std::setw(10)
                   << w.state << std::setw(24) << queues << std::setw(9)
-                  << w.running << Dash(w.last_heartbeat) << "\n";
+                  << running << Dash(w.last_heartbeat) << "\n";
       }
     }
     return kExitOk;

@@ -36,7 +36,8 @@ struct Plan::Worker {
   std::string name;
   std::string instance;
   std::map<std::string, uint32_t> slots;
-  std::map<std::string, uint32_t> used;
+  uint32_t prefetch = 0;  // per queue, beyond the slots (its hello)
+  std::map<std::string, uint32_t> used;  // assigned, not ended
   std::set<std::string> runtimes;
   struct Held {
     std::string queue;
@@ -442,6 +443,7 @@ void Plan::OnHello(const Hello& hello, TimeMs now, Effects& fx) {
   const bool same_life = w.instance == hello.instance && w.alive;
   w.instance = hello.instance;
   w.slots = hello.queues;
+  w.prefetch = hello.prefetch;
   w.runtimes =
       std::set<std::string>(hello.runtimes.begin(), hello.runtimes.end());
   w.alive = true;
@@ -781,7 +783,8 @@ bool Plan::TryAssign(Job& job, uint32_t index, TimeMs now, Effects& fx) {
   const TaskSpec& spec = job.spec.tasks[index];
   const std::string runtime(RuntimeName(spec.runtime));
   Worker* best = nullptr;
-  uint32_t best_free = 0;
+  uint32_t best_slots = 0;  // free slots
+  uint32_t best_free = 0;   // free slots and room to hold (prefetch)
   for (auto& [name, w] : workers_) {
     if (!w->alive || w->state == "draining") continue;
     if (w->state == "degraded" && spec.runtime == RuntimeKind::kDocker) {
@@ -791,10 +794,16 @@ bool Plan::TryAssign(Job& job, uint32_t index, TimeMs now, Effects& fx) {
     auto s = w->slots.find(spec.queue);
     if (s == w->slots.end()) continue;
     const uint32_t used = w->used[spec.queue];
-    if (used >= s->second) continue;
-    const uint32_t free = s->second - used;
-    if (free > best_free) {
+    const uint32_t room = s->second + w->prefetch;
+    if (used >= room) continue;
+    // A free slot anywhere first; an attempt is held on a busy worker only
+    // when no worker has a free slot.
+    const uint32_t slots = used < s->second ? s->second - used : 0;
+    const uint32_t free = room - used;
+    if (best == nullptr || slots > best_slots ||
+        (slots == best_slots && free > best_free)) {
       best = w.get();
+      best_slots = slots;
       best_free = free;
     }
   }
@@ -885,7 +894,14 @@ std::vector<WorkerView> Plan::Workers() const {
     v.state = w->state;
     v.queues = w->slots;
     v.runtimes.assign(w->runtimes.begin(), w->runtimes.end());
-    v.running = static_cast<uint32_t>(w->running.size());
+    // The worker starts what it holds as soon as a slot frees, so
+    // attempts beyond a queue's slots are the held ones.
+    for (const auto& [queue, used] : w->used) {
+      auto s = w->slots.find(queue);
+      const uint32_t slots = s == w->slots.end() ? 0 : s->second;
+      v.running += std::min(used, slots);
+      v.held += used > slots ? used - slots : 0;
+    }
     if (w->last_seen > 0) v.last_heartbeat = FormatTime(w->last_seen);
     out.push_back(std::move(v));
   }

@@ -4,7 +4,10 @@
 // on every socket.
 #include <doctest/doctest.h>
 
+#include <signal.h>
+
 #include <filesystem>
+#include <map>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -104,6 +107,125 @@ TEST_CASE("Mesh.SlotsAreNeverExceeded") {
   for (int n; in >> n;) peak = std::max(peak, n);
   CHECK(peak >= 1);
   CHECK(peak <= 2);
+}
+
+// A job of `n` independent shell tasks that note their start in `ledger`
+// and then sleep `secs`.
+std::string StartNotingJob(int n, const std::string& ledger, double secs) {
+  std::string toml = "name = \"noting\"\n";
+  for (int i = 0; i < n; ++i) {
+    toml += "[[tasks]]\nname = \"t" + std::to_string(i) +
+            "\"\ndepends_on = []\nrun = \"echo start-$DROVER_TASK >> " +
+            ledger + "; sleep " + std::to_string(secs) + "\"\n";
+  }
+  return toml;
+}
+
+const WorkerView* FindWorker(const std::vector<WorkerView>& all,
+                             const std::string& name) {
+  for (const WorkerView& w : all) {
+    if (w.name == name) return &w;
+  }
+  return nullptr;
+}
+
+TEST_CASE("Mesh.AttemptsAreHeldOnlyWhenNoWorkerHasAFreeSlot") {
+  Cluster c;
+  c.StartScheduler();
+  // "eager" would hold three more; "plain" holds none but has a slot.
+  c.StartWorker("eager", {"--queue", "default:1", "--prefetch", "3"});
+  c.StartWorker("plain", {"--queue", "default:1", "--prefetch", "0"});
+  REQUIRE(Cluster::Eventually([&] { return c.Workers().size() == 2; }));
+  const std::string ledger = c.dir() + "/ledger";
+  const std::string id = c.Submit(StartNotingJob(4, ledger, 1.5));
+  // Two run, one on each worker; the other two are held by "eager".
+  REQUIRE(Cluster::Eventually([&] {
+    auto all = c.Workers();
+    const WorkerView* e = FindWorker(all, "eager");
+    const WorkerView* p = FindWorker(all, "plain");
+    return e != nullptr && p != nullptr && e->running == 1 && e->held == 2 &&
+           p->running == 1 && p->held == 0;
+  }));
+  CHECK(Cluster::Eventually(
+      [&] { return CountLines(ReadFile(ledger)).size() == 2; }));
+  std::this_thread::sleep_for(300ms);
+  CHECK(CountLines(ReadFile(ledger)).size() == 2);  // held ones wait
+  JobView job = c.Wait(id);
+  CHECK(job.state == "COMPLETED");
+  std::map<std::string, int> per_worker;
+  for (const TaskView& t : job.tasks) {
+    CHECK(t.attempts == 1);
+    ++per_worker[t.worker.value_or("?")];
+  }
+  CHECK(per_worker["eager"] == 3);
+  CHECK(per_worker["plain"] == 1);
+  auto counts = CountLines(ReadFile(ledger));
+  CHECK(counts.size() == 4);
+  for (const auto& [line, n] : counts) CHECK_MESSAGE(n == 1, line);
+}
+
+TEST_CASE("Mesh.HeldAttemptStartsOnlyInItsWorkersSlot") {
+  Cluster c;
+  c.StartScheduler();
+  c.StartWorker("w1", {"--queue", "default:1"});  // holds one by default
+  REQUIRE(Cluster::Eventually([&] { return c.Workers().size() == 1; }));
+  const std::string ledger = c.dir() + "/ledger";
+  const std::string id = c.Submit(StartNotingJob(3, ledger, 30));
+  REQUIRE(Cluster::Eventually([&] {
+    auto all = c.Workers();
+    return all.size() == 1 && all[0].running == 1 && all[0].held == 1;
+  }));
+  // Held: assigned (SCHEDULED), not started; no room for the third.
+  std::map<std::string, int> states;
+  CHECK(Cluster::Eventually([&] {
+    states.clear();
+    for (const TaskView& t : c.Status(id).tasks) ++states[t.state];
+    return states["RUNNING"] == 1 && states["SCHEDULED"] == 1 &&
+           states["PENDING"] == 1 &&
+           CountLines(ReadFile(ledger)).size() == 1;
+  }));
+  std::this_thread::sleep_for(300ms);
+  CHECK(CountLines(ReadFile(ledger)).size() == 1);
+
+  // Cancelling stops the running one and drops the held one unstarted.
+  CancelRequest cancel;
+  cancel.job_id = id;
+  auto cancelled = c.client().Call<StatusReply>(cancel);
+  REQUIRE_MESSAGE(cancelled.ok(), cancelled.status().ToString());
+  JobView job = c.Wait(id, 15s);
+  CHECK(job.state == "CANCELLED");
+  for (const TaskView& t : job.tasks) CHECK_MESSAGE(t.state == "CANCELLED", t.name);
+  CHECK(Cluster::Eventually([&] {
+    auto all = c.Workers();
+    return all.size() == 1 && all[0].running == 0 && all[0].held == 0;
+  }));
+  std::this_thread::sleep_for(300ms);
+  CHECK(CountLines(ReadFile(ledger)).size() == 1);  // it never started
+}
+
+TEST_CASE("Mesh.StoppingWorkerHandsBackHeldAttemptsAtOnce") {
+  Cluster c;
+  c.StartScheduler();
+  c.StartWorker("leaving", {"--queue", "default:1", "--prefetch", "1"});
+  REQUIRE(Cluster::Eventually([&] { return c.Workers().size() == 1; }));
+  const std::string ledger = c.dir() + "/ledger";
+  const std::string id = c.Submit(StartNotingJob(2, ledger, 3));
+  REQUIRE(Cluster::Eventually([&] {
+    auto all = c.Workers();
+    return all.size() == 1 && all[0].running == 1 && all[0].held == 1;
+  }));
+  c.StartWorker("other", {"--queue", "default:1", "--prefetch", "0"});
+  REQUIRE(Cluster::Eventually([&] { return c.Workers().size() == 2; }));
+  c.worker("leaving").Signal(SIGTERM);  // 30 s grace for the running one
+  // The held one runs on "other" while "leaving" still runs its first.
+  CHECK(Cluster::Eventually(
+      [&] { return CountLines(ReadFile(ledger)).size() == 2; }, 2500ms));
+  JobView job = c.Wait(id, 20s);
+  CHECK(job.state == "COMPLETED");
+  std::set<std::string> workers;
+  for (const TaskView& t : job.tasks) workers.insert(t.worker.value_or("?"));
+  CHECK(workers == std::set<std::string>{"leaving", "other"});
+  CHECK(c.worker("leaving").Wait(10s) == 0);
 }
 
 TEST_CASE("Mesh.QueuesAndRuntimesRouteTasks") {

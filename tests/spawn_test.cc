@@ -186,6 +186,39 @@ TEST_CASE("Spawn.CommandIsLookedUpInTheGivenPath") {
   std::filesystem::remove_all(dir);
 }
 
+TEST_CASE("Spawn.WhereACommandWasFoundIsFollowedAsThePathChanges") {
+  const std::filesystem::path dir = TempDir();
+  auto install = [&](const std::string& sub) {
+    std::filesystem::create_directories(dir / sub);
+    std::ofstream(dir / sub / "drover-which") << "#!/bin/sh\necho " << sub
+                                              << "\n";
+    chmod((dir / sub / "drover-which").c_str(), 0755);
+  };
+  std::filesystem::create_directories(dir / "a");
+  install("b");
+  install("c");
+  SpawnSpec spec;
+  spec.argv = {"drover-which"};
+  spec.search_path = (dir / "a").string() + ":" + (dir / "b").string() +
+                     ":" + (dir / "c").string();
+  spec.env = {"PATH=/usr/bin:/bin"};
+  auto run = [&] {
+    auto ran = SpawnAndWait(spec);
+    REQUIRE(ran.ok());
+    return ran->out;
+  };
+  CHECK(run() == "b\n");
+  CHECK(run() == "b\n");  // from where it was found
+  // Gone from there: the search goes on to the next directory.
+  std::filesystem::remove(dir / "b" / "drover-which");
+  CHECK(run() == "c\n");
+  // Installed earlier on the path: run from there within a second.
+  install("a");
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  CHECK(run() == "a\n");
+  std::filesystem::remove_all(dir);
+}
+
 TEST_CASE("Spawn.FallbackRunsWhenTheCommandCannotBeExecd") {
   const std::filesystem::path dir = TempDir();
   {
@@ -291,6 +324,63 @@ TEST_CASE("TaskThreads.JoinAllFinishesQueuedJobs") {
     }
   }  // the destructor joins
   CHECK(ran.load() == 50);
+}
+
+TEST_CASE("TaskThreads.AGroupRunsAtMostItsLimitInOrder") {
+  TaskThreads threads;
+  std::mutex mu;
+  std::vector<int> order;
+  int running = 0, peak = 0;
+  auto job = [&](int i) {
+    return [&, i] {
+      {
+        std::lock_guard lock(mu);
+        order.push_back(i);
+        peak = std::max(peak, ++running);
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      std::lock_guard lock(mu);
+      --running;
+    };
+  };
+  for (int i = 0; i < 8; ++i) threads.Run("q", 2, job(i));
+  threads.WaitIdle();
+  CHECK(peak == 2);
+  REQUIRE(order.size() == 8);
+  // Started in the order they came (two at a time).
+  for (int i = 2; i < 8; ++i) CHECK(order[i] >= i - 1);
+  CHECK(threads.thread_count() <= 3);
+}
+
+TEST_CASE("TaskThreads.AWaitingJobCanBeCancelledAStartedOneCannot") {
+  TaskThreads threads;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool started = false, release = false;
+  std::atomic<int> ran{0};
+  const TaskThreads::JobId first = threads.Run("q", 1, [&] {
+    std::unique_lock lock(mu);
+    started = true;
+    cv.notify_all();
+    cv.wait(lock, [&] { return release; });
+  });
+  const TaskThreads::JobId second = threads.Run("q", 1, [&] { ++ran; });
+  const TaskThreads::JobId third = threads.Run("q", 1, [&] { ++ran; });
+  {
+    std::unique_lock lock(mu);
+    REQUIRE(cv.wait_for(lock, std::chrono::seconds(10), [&] { return started; }));
+  }
+  CHECK_FALSE(threads.Cancel(first));  // running
+  CHECK(threads.Cancel(second));        // waiting for the slot
+  CHECK_FALSE(threads.Cancel(second));  // already gone
+  {
+    std::lock_guard lock(mu);
+    release = true;
+  }
+  cv.notify_all();
+  threads.WaitIdle();
+  CHECK(ran.load() == 1);  // only the third
+  CHECK_FALSE(threads.Cancel(third));
 }
 
 }  // namespace

@@ -11,6 +11,9 @@
 #include <cstring>
 #include <memory>
 #include <string_view>
+#include <chrono>
+#include <mutex>
+#include <unordered_map>
 
 namespace drover {
 namespace {
@@ -22,6 +25,7 @@ struct ChildArgs {
   char* const* fallback = nullptr;  // null: none
   char* const* envp = nullptr;
   std::string_view search_path;
+  std::string_view hint_dir;  // where argv[0] was found lately: tried first
   const char* cwd = nullptr;  // null: unchanged
   int devnull = -1;
   int out = -1;
@@ -29,6 +33,9 @@ struct ChildArgs {
   // Written by the child when it fails before or at exec.
   int error = 0;
   const char* step = nullptr;
+  // Written by the child before each exec of a PATH search: after a
+  // successful one, the directory it ran from.
+  std::string_view tried_dir;
 };
 
 constexpr int kResetSignals[] = {SIGHUP, SIGINT, SIGQUIT, SIGPIPE, SIGTERM};
@@ -52,12 +59,38 @@ bool MoveTo(int fd, int target) {
   return dup2(fd, target) == target;
 }
 
-// Tries `name` in each directory of `path`, as execvp does; returns when
-// none could be exec'd, with errno of the most telling failure.
-void ExecSearching(const char* name, char* const* argv, char* const* envp,
-                   std::string_view path) {
-  const size_t name_len = strlen(name);
+// Whether an exec that failed with `err` means "not in this directory".
+bool NotHere(int err) {
+  return err == ENOENT || err == ENOTDIR || err == ESTALE || err == ENODEV ||
+         err == ETIMEDOUT;
+}
+
+// Execs `dir`/`name`; returns if that fails (or the path is too long).
+void ExecIn(std::string_view dir, const char* name, size_t name_len,
+            ChildArgs* a) {
   char buf[PATH_MAX];
+  if (dir.size() + 1 + name_len + 1 > sizeof buf) {
+    errno = ENAMETOOLONG;
+    return;
+  }
+  memcpy(buf, dir.data(), dir.size());
+  buf[dir.size()] = '/';
+  memcpy(buf + dir.size() + 1, name, name_len + 1);
+  a->tried_dir = dir;
+  execve(buf, a->argv, a->envp);
+}
+
+// Tries argv[0] in each directory of the search path, as execvp does, the
+// hinted one first; returns when none could be exec'd, with errno of the
+// most telling failure.
+void ExecSearching(ChildArgs* a) {
+  const char* name = a->argv[0];
+  const size_t name_len = strlen(name);
+  if (!a->hint_dir.empty()) {
+    ExecIn(a->hint_dir, name, name_len, a);
+    if (!NotHere(errno) && errno != EACCES && errno != ENAMETOOLONG) return;
+  }
+  const std::string_view path = a->search_path;
   int saved = ENOENT;
   size_t start = 0;
   while (start <= path.size()) {
@@ -66,23 +99,11 @@ void ExecSearching(const char* name, char* const* argv, char* const* envp,
     std::string_view dir = path.substr(start, end - start);
     if (dir.empty()) dir = ".";  // an empty entry is the working directory
     start = end + 1;
-    if (dir.size() + 1 + name_len + 1 > sizeof buf) continue;
-    memcpy(buf, dir.data(), dir.size());
-    buf[dir.size()] = '/';
-    memcpy(buf + dir.size() + 1, name, name_len + 1);
-    execve(buf, argv, envp);
-    switch (errno) {
-      case ENOENT:
-      case ENOTDIR:
-      case ESTALE:
-      case ENODEV:
-      case ETIMEDOUT:
-        break;  // not here: try the next directory
-      case EACCES:
-        saved = EACCES;  // remembered, as execvp does, but keep looking
-        break;
-      default:
-        return;  // found but not runnable as is (ENOEXEC, E2BIG, ...)
+    ExecIn(dir, name, name_len, a);
+    if (errno == EACCES) {
+      saved = EACCES;  // remembered, as execvp does, but keep looking
+    } else if (!NotHere(errno) && errno != ENAMETOOLONG) {
+      return;  // found but not runnable as is (ENOEXEC, E2BIG, ...)
     }
   }
   errno = saved;
@@ -115,8 +136,9 @@ int ChildMain(void* arg) {
   if (strchr(name, '/') != nullptr) {
     execve(name, a->argv, a->envp);
   } else {
-    ExecSearching(name, a->argv, a->envp, a->search_path);
+    ExecSearching(a);
   }
+  a->tried_dir = {};
   if (a->fallback != nullptr) execve(a->fallback[0], a->fallback, a->envp);
   Fail(a, "exec");
 }
@@ -153,6 +175,48 @@ constexpr std::string_view kShellWords[] = {
     "unalias", "unset",  "until",   "wait",     "while",    "function",
     "select",  "source", "let",     "declare",  "typeset",  "time",
 };
+
+// Where commands were found on their search path lately, as a shell's hash
+// table keeps it: a task that runs `make` a thousand times would otherwise
+// try every directory before make's own on each spawn, an exec that fails
+// each time. An entry is trusted for a second, so a command installed
+// earlier on the path is picked up within that.
+class FoundDirs {
+ public:
+  static std::string Key(const SpawnSpec& spec) {
+    return spec.argv[0] + '\n' + spec.search_path;
+  }
+  std::string Get(const std::string& key) {
+    std::lock_guard lock(mu_);
+    auto it = dirs_.find(key);
+    if (it == dirs_.end()) return "";
+    if (std::chrono::steady_clock::now() - it->second.at > kTrusted) {
+      dirs_.erase(it);
+      return "";
+    }
+    return it->second.dir;
+  }
+  void Put(const std::string& key, std::string_view dir) {
+    std::lock_guard lock(mu_);
+    if (dirs_.size() >= kMaxEntries && !dirs_.count(key)) dirs_.clear();
+    dirs_[key] = {std::string(dir), std::chrono::steady_clock::now()};
+  }
+
+ private:
+  static constexpr auto kTrusted = std::chrono::seconds(1);
+  static constexpr size_t kMaxEntries = 256;
+  struct Entry {
+    std::string dir;
+    std::chrono::steady_clock::time_point at;
+  };
+  std::mutex mu_;
+  std::unordered_map<std::string, Entry> dirs_;
+};
+
+FoundDirs& Found() {
+  static FoundDirs found;
+  return found;
+}
 
 }  // namespace
 
@@ -201,6 +265,10 @@ Result<pid_t> SpawnProcess(const SpawnSpec& spec) {
   args.fallback = fallback.empty() ? nullptr : fallback.data();
   args.envp = envp.data();
   args.search_path = spec.search_path;
+  const bool searching = spec.argv[0].find('/') == std::string::npos;
+  const std::string found_key = searching ? FoundDirs::Key(spec) : "";
+  const std::string hint = searching ? Found().Get(found_key) : "";
+  args.hint_dir = hint;
   args.cwd = spec.cwd.empty() ? nullptr : spec.cwd.c_str();
   args.devnull = devnull;
   args.out = spec.stdout_fd;
@@ -242,6 +310,11 @@ Result<pid_t> SpawnProcess(const SpawnSpec& spec) {
     }
     return Status::Internal("cannot start '" + what + "': " + args.step +
                             ": " + why);
+  }
+  // Exec'd from a directory of the search path (not the fallback).
+  // A relative directory depends on the working directory: not kept.
+  if (searching && args.tried_dir.starts_with('/') && args.tried_dir != hint) {
+    Found().Put(found_key, args.tried_dir);
   }
   return pid;
 }

@@ -75,7 +75,10 @@ class ForwardingSink final : public LogSink {
 struct Worker::Attempt {
   AttemptRef ref;
   std::string queue;
+  std::string task_name;
   std::stop_source stop;  // asks the runtime to stop the attempt
+  TaskThreads::JobId job = 0;
+  std::atomic<TimeMs> started_at{0};  // set by its thread; 0: waits
 };
 
 Worker::Worker(WorkerOptions options,
@@ -88,7 +91,10 @@ Worker::Worker(WorkerOptions options,
       heartbeat_(ctx_, zmq::socket_type::xsub) {}
 
 Worker::~Worker() {
-  for (auto& [ref, a] : running_) a->stop.request_stop();
+  for (auto& [ref, a] : running_) {
+    threads_.Cancel(a->job);  // one waiting for a slot never starts
+    a->stop.request_stop();
+  }
   threads_.JoinAll();
   running_.clear();
   if (event_fd_ >= 0) close(event_fd_);
@@ -142,6 +148,7 @@ void Worker::SayHello() {
   h.instance = instance_;
   h.queues = options_.queues;
   for (const auto& [name, r] : runtimes_) h.runtimes.push_back(name);
+  h.prefetch = options_.prefetch;
   for (const auto& [ref, a] : running_) h.running.push_back(ref);
   welcomed_ = false;
   last_hello_ = clock_.Now();
@@ -221,15 +228,43 @@ void Worker::DrainOutbox() {
 TimeMs Worker::SendHeldStarted(std::optional<TimeMs> now) {
   TimeMs next = 0;
   for (auto it = held_started_.begin(); it != held_started_.end();) {
-    if (!now || it->second.first <= *now) {
-      Send(it->second.second);
+    auto a = running_.find(*it);
+    if (a == running_.end()) {
+      it = held_started_.erase(it);
+      continue;
+    }
+    const TimeMs started_at = a->second->started_at.load();
+    // One waiting for a slot is looked at again within the hold.
+    const TimeMs due = started_at == 0 ? clock_.Now() + kStartedHold.count()
+                                       : started_at + kStartedHold.count();
+    if (started_at != 0 && (!now || due <= *now)) {
+      spdlog::info("job {} task {} attempt {}: '{}' running", it->job_id,
+                   it->task, it->attempt, a->second->task_name);
+      Started started;
+      started.ref = *it;
+      started.at_ms = started_at;
+      Send(Encode(started));
       it = held_started_.erase(it);
     } else {
-      if (next == 0 || it->second.first < next) next = it->second.first;
+      if (next == 0 || due < next) next = due;
       ++it;
     }
   }
   return next;
+}
+
+uint32_t Worker::InQueue(const std::string& queue) const {
+  uint32_t n = 0;
+  for (const auto& [ref, a] : running_) n += a->queue == queue;
+  return n;
+}
+
+bool Worker::DropWaiting(const AttemptRef& ref) {
+  auto it = running_.find(ref);
+  if (it == running_.end() || !threads_.Cancel(it->second->job)) return false;
+  running_.erase(it);
+  held_started_.erase(ref);
+  return true;
 }
 
 void Worker::OnAssign(const Assign& a) {
@@ -251,31 +286,32 @@ void Worker::OnAssign(const Assign& a) {
     return reject("queue '" + a.queue + "' is not served here");
   }
   if (running_.count(a.ref) || unacked_.count(a.ref)) return;  // a duplicate
-  uint32_t used = 0;
-  for (const auto& [ref, att] : running_) used += att->queue == a.queue;
-  if (used >= q->second) return reject("no free slot on queue " + a.queue);
+  if (InQueue(a.queue) >= q->second + options_.prefetch) {
+    return reject("no free slot on queue " + a.queue);
+  }
 
   auto attempt = std::make_unique<Attempt>();
   attempt->ref = a.ref;
   attempt->queue = a.queue;
+  attempt->task_name = a.task.task_name;
+  Attempt* self = attempt.get();  // lives in running_ until its result
   Runtime* runtime = rt->second.get();
   TaskRun run = FromWire(a.task);
   run.job_id = a.ref.job_id;
   run.attempt = a.ref.attempt;
   run.worker = options_.name;
-  spdlog::info("job {} task {} attempt {}: starting '{}' ({})", a.ref.job_id,
-               a.ref.task, a.ref.attempt, run.task_name, a.runtime);
-  // The attempt starts now. Its `started` report waits here, not on the
-  // task thread, so a short task costs the loop no extra wake-up; the
-  // result, if it comes within kStartedHold, replaces it.
-  const TimeMs started_at = clock_.Now();
-  Started started;
-  started.ref = a.ref;
-  started.at_ms = started_at;
-  held_started_[a.ref] = {started_at + kStartedHold.count(), Encode(started)};
-  threads_.Run(
-      [this, runtime, run = std::move(run), ref = a.ref, started_at,
+  // The attempt starts when a slot of its queue is free: at once, or when
+  // the thread of one that ends takes it. Its `started` report is sent by
+  // the loop (SendHeldStarted) kStartedHold after that, if the attempt is
+  // still running then, so a short task costs the loop no extra wake-up;
+  // its result, which says when it started, replaces it.
+  held_started_.insert(a.ref);
+  attempt->job = threads_.Run(
+      a.queue, q->second,
+      [this, self, runtime, run = std::move(run), ref = a.ref,
        secrets = a.redact, stop = attempt->stop.get_token()] {
+        const TimeMs started_at = clock_.Now();
+        self->started_at.store(started_at);
         TaskResult result;
         result.ref = ref;
         result.started_at_ms = started_at;
@@ -333,6 +369,7 @@ void Worker::OnSchedulerMessage(const std::string& body) {
     }
     scheduler_ = m->scheduler;
     for (const AttemptRef& ref : m->abandon) {
+      if (DropWaiting(ref)) continue;  // it never started: nothing to report
       auto it = running_.find(ref);
       if (it == running_.end()) continue;
       spdlog::info("job {} task {} attempt {}: given up by the scheduler; "
@@ -350,6 +387,20 @@ void Worker::OnSchedulerMessage(const std::string& body) {
   } else if (type == Stop::kType) {
     auto m = frame->As<Stop>();
     if (!m.ok()) return;
+    if (DropWaiting(m->ref)) {
+      // As for a running attempt: a result, which droverd acknowledges.
+      spdlog::info("job {} task {} attempt {}: dropped before it started: {}",
+                   m->ref.job_id, m->ref.task, m->ref.attempt, m->reason);
+      TaskResult result;
+      result.ref = m->ref;
+      result.error = "cancelled";
+      result.cancelled = true;
+      result.finished_at_ms = clock_.Now();
+      std::string frame = Encode(result);
+      Send(frame);
+      unacked_[m->ref] = std::move(frame);
+      return;
+    }
     auto it = running_.find(m->ref);
     if (it != running_.end()) {
       spdlog::info("job {} task {} attempt {}: stopping: {}", m->ref.job_id,
@@ -405,6 +456,19 @@ Status Worker::Run() {
     if (stop_.load()) {
       if (drain_deadline == 0) {
         drain_deadline = now + options_.shutdown_grace.count();
+        // Attempts waiting for a slot have not started: handed back at
+        // once, the scheduler runs them elsewhere.
+        std::vector<AttemptRef> waiting;
+        for (const auto& [ref, a] : running_) {
+          if (a->started_at.load() == 0) waiting.push_back(ref);
+        }
+        for (const AttemptRef& ref : waiting) {
+          if (!DropWaiting(ref)) continue;
+          Reject r;
+          r.ref = ref;
+          r.reason = "worker is shutting down";
+          Send(Encode(r));
+        }
         spdlog::info("stopping: {} tasks running, waiting up to {} ms",
                      running_.size(), options_.shutdown_grace.count());
         SendHeartbeat();

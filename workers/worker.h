@@ -25,6 +25,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -44,6 +45,10 @@ struct WorkerOptions {
   std::string heartbeat = "tcp://127.0.0.1:7702";
   std::string name;                         // default: hostname-pid
   std::map<std::string, uint32_t> queues;   // default: {"default": cores}
+  // Per queue, attempts taken beyond the slots; each starts as soon as a
+  // slot frees, so a slot does not wait for the scheduler between two
+  // short tasks (docs/PROTOCOL.md, `hello`).
+  uint32_t prefetch = 1;
   std::chrono::milliseconds heartbeat_interval{1000};
   // SIGTERM: how long running tasks may finish before they are handed back.
   std::chrono::milliseconds shutdown_grace{std::chrono::seconds(30)};
@@ -88,6 +93,10 @@ class Worker {
   void OnSchedulerMessage(const std::string& body);
   void OnHeartbeatMessage(const std::string& body);
   void OnAssign(const Assign& a);
+  // Attempts of `queue` running or waiting for a slot.
+  uint32_t InQueue(const std::string& queue) const;
+  // Drops an attempt that has not started; false if it has.
+  bool DropWaiting(const AttemptRef& ref);
   void SayHello();
   void SendHeartbeat();
   void Send(const std::string& body);
@@ -120,9 +129,9 @@ class Worker {
 
   std::map<AttemptRef, std::unique_ptr<Attempt>> running_;
   std::map<AttemptRef, std::string> unacked_;  // result frames
-  // `started` frames held back until due (kStartedHold), by attempt; put
-  // there when the attempt's thread is started.
-  std::map<AttemptRef, std::pair<TimeMs, std::string>> held_started_;
+  // Attempts whose `started` is held back until due (kStartedHold after
+  // they start), or that wait for a slot.
+  std::set<AttemptRef> held_started_;
   std::string scheduler_;  // instance id of the scheduler we said hello to
   std::string last_state_;  // as last sent in a heartbeat
   bool welcomed_ = false;

@@ -72,6 +72,10 @@ int main(int argc, char** argv) {
   app.add_option("--queue", queues,
                  "NAME:SLOTS, repeatable (default: default:<cores>)")
       ->check(QueueValidator());
+  app.add_option("--prefetch", o.prefetch,
+                 "per queue, tasks taken beyond the slots and started as "
+                 "soon as one frees; 0 for long tasks on several workers")
+      ->capture_default_str();
   app.add_option("--runtime", runtimes,
                  "docker or shell, repeatable (default: docker)")
       ->check(CLI::Validator(

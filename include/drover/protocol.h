@@ -237,9 +237,11 @@ struct WorkerView {
   std::string state;  // "ready", "degraded", "draining", "dead", "gone"
   std::map<std::string, uint32_t> queues;
   std::vector<std::string> runtimes;
-  uint32_t running = 0;
+  uint32_t running = 0;  // attempts running on it
+  uint32_t held = 0;     // assigned beyond its slots, waiting for one
   std::optional<std::string> last_heartbeat;
-  DROVER_DEFINE_MAP(name, state, queues, runtimes, running, last_heartbeat);
+  DROVER_DEFINE_MAP(name, state, queues, runtimes, running, held,
+                    last_heartbeat);
 };
 
 struct WorkersRequest {
@@ -298,7 +300,10 @@ struct Hello {
   std::map<std::string, uint32_t> queues;  // queue -> slots
   std::vector<std::string> runtimes;
   std::vector<AttemptRef> running;  // attempts still running here
-  DROVER_DEFINE_MAP(v, type, name, instance, queues, runtimes, running);
+  // Per queue: assignments taken beyond the slots, held until one frees.
+  uint32_t prefetch = 0;
+  DROVER_DEFINE_MAP(v, type, name, instance, queues, runtimes, running,
+                    prefetch);
 };
 
 struct Welcome {
