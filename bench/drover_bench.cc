@@ -419,7 +419,7 @@ Status Shell(const Options& o, const Counts& c) {
   Daemon d(o.setup, dir.path());
   if (Status s = d.Start(); !s.ok()) return s;
   auto worker = d.StartWorker("shell", {"--runtime", "shell", "--queue",
-                                        "default:" + std::to_string(n), "--prefetch", getenv("PF") ? getenv("PF") : "1", "--log-level", getenv("LL") ? getenv("LL") : "info"});
+                                        "default:" + std::to_string(n)});
   if (Status s = d.WaitWorkerReady("shell", 10s); !s.ok()) return s;
   Note("shell: " + std::to_string(per_thread * n) +
        " runs of /bin/true at concurrency " + std::to_string(n) +

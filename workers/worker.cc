@@ -267,6 +267,20 @@ bool Worker::DropWaiting(const AttemptRef& ref) {
   return true;
 }
 
+void Worker::ReportDropped(const AttemptRef& ref, const std::string& why) {
+  spdlog::info("job {} task {} attempt {}: dropped before it started: {}",
+               ref.job_id, ref.task, ref.attempt, why);
+  // As for a stopped attempt: a result, which droverd acknowledges.
+  TaskResult result;
+  result.ref = ref;
+  result.error = "cancelled";
+  result.cancelled = true;
+  result.finished_at_ms = clock_.Now();
+  std::string frame = Encode(result);
+  Send(frame);
+  unacked_[ref] = std::move(frame);
+}
+
 void Worker::OnAssign(const Assign& a) {
   auto reject = [&](const std::string& why) {
     spdlog::warn("job {} task {} attempt {}: declined: {}", a.ref.job_id,
@@ -369,7 +383,10 @@ void Worker::OnSchedulerMessage(const std::string& body) {
     }
     scheduler_ = m->scheduler;
     for (const AttemptRef& ref : m->abandon) {
-      if (DropWaiting(ref)) continue;  // it never started: nothing to report
+      if (DropWaiting(ref)) {
+        ReportDropped(ref, "given up by the scheduler");
+        continue;
+      }
       auto it = running_.find(ref);
       if (it == running_.end()) continue;
       spdlog::info("job {} task {} attempt {}: given up by the scheduler; "
@@ -387,20 +404,7 @@ void Worker::OnSchedulerMessage(const std::string& body) {
   } else if (type == Stop::kType) {
     auto m = frame->As<Stop>();
     if (!m.ok()) return;
-    if (DropWaiting(m->ref)) {
-      // As for a running attempt: a result, which droverd acknowledges.
-      spdlog::info("job {} task {} attempt {}: dropped before it started: {}",
-                   m->ref.job_id, m->ref.task, m->ref.attempt, m->reason);
-      TaskResult result;
-      result.ref = m->ref;
-      result.error = "cancelled";
-      result.cancelled = true;
-      result.finished_at_ms = clock_.Now();
-      std::string frame = Encode(result);
-      Send(frame);
-      unacked_[m->ref] = std::move(frame);
-      return;
-    }
+    if (DropWaiting(m->ref)) return ReportDropped(m->ref, m->reason);
     auto it = running_.find(m->ref);
     if (it != running_.end()) {
       spdlog::info("job {} task {} attempt {}: stopping: {}", m->ref.job_id,

@@ -97,6 +97,8 @@ class Worker {
   uint32_t InQueue(const std::string& queue) const;
   // Drops an attempt that has not started; false if it has.
   bool DropWaiting(const AttemptRef& ref);
+  // Reports a dropped attempt as a stopped one is: a cancelled result.
+  void ReportDropped(const AttemptRef& ref, const std::string& why);
   void SayHello();
   void SendHeartbeat();
   void Send(const std::string& body);
