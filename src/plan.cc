@@ -36,7 +36,7 @@ struct Plan::Worker {
   std::string name;
   std::string instance;
   std::map<std::string, uint32_t> slots;
-  uint32_t prefetch = 0;  // per queue, beyond the slots (its hello)
+  std::map<std::string, uint32_t> prefetch;  // per queue (its hello)
   std::map<std::string, uint32_t> used;  // assigned, not ended
   std::set<std::string> runtimes;
   struct Held {
@@ -794,7 +794,9 @@ bool Plan::TryAssign(Job& job, uint32_t index, TimeMs now, Effects& fx) {
     auto s = w->slots.find(spec.queue);
     if (s == w->slots.end()) continue;
     const uint32_t used = w->used[spec.queue];
-    const uint32_t room = s->second + w->prefetch;
+    auto p = w->prefetch.find(spec.queue);
+    const uint32_t room =
+        s->second + (p == w->prefetch.end() ? 0 : p->second);
     if (used >= room) continue;
     // A free slot anywhere first; an attempt is held on a busy worker only
     // when no worker has a free slot.

@@ -148,7 +148,9 @@ void Worker::SayHello() {
   h.instance = instance_;
   h.queues = options_.queues;
   for (const auto& [name, r] : runtimes_) h.runtimes.push_back(name);
-  h.prefetch = options_.prefetch;
+  for (const auto& [q, n] : options_.queues) {
+    h.prefetch[q] = options_.PrefetchFor(n);
+  }
   for (const auto& [ref, a] : running_) h.running.push_back(ref);
   welcomed_ = false;
   last_hello_ = clock_.Now();
@@ -300,7 +302,7 @@ void Worker::OnAssign(const Assign& a) {
     return reject("queue '" + a.queue + "' is not served here");
   }
   if (running_.count(a.ref) || unacked_.count(a.ref)) return;  // a duplicate
-  if (InQueue(a.queue) >= q->second + options_.prefetch) {
+  if (InQueue(a.queue) >= q->second + options_.PrefetchFor(q->second)) {
     return reject("no free slot on queue " + a.queue);
   }
 

@@ -47,8 +47,11 @@ struct WorkerOptions {
   std::map<std::string, uint32_t> queues;   // default: {"default": cores}
   // Per queue, attempts taken beyond the slots; each starts as soon as a
   // slot frees, so a slot does not wait for the scheduler between two
-  // short tasks (docs/PROTOCOL.md, `hello`).
-  uint32_t prefetch = 1;
+  // short tasks (docs/PROTOCOL.md, `hello`). Default: the queue's slots.
+  std::optional<uint32_t> prefetch;
+  uint32_t PrefetchFor(uint32_t slots) const {
+    return prefetch.value_or(slots);
+  }
   std::chrono::milliseconds heartbeat_interval{1000};
   // SIGTERM: how long running tasks may finish before they are handed back.
   std::chrono::milliseconds shutdown_grace{std::chrono::seconds(30)};

@@ -61,6 +61,7 @@ int main(int argc, char** argv) {
                       shutdown_grace = "30s";
   std::string docker_socket = "/var/run/docker.sock", work_dir;
   std::vector<std::string> queues, runtimes;
+  int64_t prefetch = -1;
   app.add_option("--config", config, "TOML config file");
   app.add_option("--tasks", o.tasks, "scheduler's worker channel")
       ->capture_default_str()
@@ -72,10 +73,11 @@ int main(int argc, char** argv) {
   app.add_option("--queue", queues,
                  "NAME:SLOTS, repeatable (default: default:<cores>)")
       ->check(QueueValidator());
-  app.add_option("--prefetch", o.prefetch,
+  app.add_option("--prefetch", prefetch,
                  "per queue, tasks taken beyond the slots and started as "
-                 "soon as one frees; 0 for long tasks on several workers")
-      ->capture_default_str();
+                 "soon as one frees (default: the queue's slots); 0 for "
+                 "long tasks on several workers")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--runtime", runtimes,
                  "docker or shell, repeatable (default: docker)")
       ->check(CLI::Validator(
@@ -130,6 +132,8 @@ int main(int argc, char** argv) {
   if (o.queues.empty()) {
     o.queues["default"] = std::max(1u, std::thread::hardware_concurrency());
   }
+  if (prefetch > 100000) return usage("--prefetch must be at most 100000");
+  if (prefetch >= 0) o.prefetch = static_cast<uint32_t>(prefetch);
   // Both checked by DurationValidator, from the flag or the file.
   o.heartbeat_interval = *ParseDuration(heartbeat_interval);
   o.shutdown_grace = *ParseDuration(shutdown_grace);

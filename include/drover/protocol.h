@@ -300,8 +300,8 @@ struct Hello {
   std::map<std::string, uint32_t> queues;  // queue -> slots
   std::vector<std::string> runtimes;
   std::vector<AttemptRef> running;  // attempts still running here
-  // Per queue: assignments taken beyond the slots, held until one frees.
-  uint32_t prefetch = 0;
+  // queue -> attempts taken beyond its slots, held until one frees
+  std::map<std::string, uint32_t> prefetch;
   DROVER_DEFINE_MAP(v, type, name, instance, queues, runtimes, running,
                     prefetch);
 };
