@@ -3,12 +3,15 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <random>
 #include <set>
 
 #include "drover/job_spec.h"
 #include "drover/protocol.h"
+#include "drover/socket_wait.h"
 #include "drover/text.h"
 
 namespace drover {
@@ -174,7 +177,14 @@ std::string Server::StatusLine() const {
 Status Server::Run() {
   if (on_ready_) on_ready_();
   bool first_turn = true;
+  enum { kApi, kTasks, kHeartbeat };
+  SocketWait wait({&api_, &tasks_, &heartbeat_});
   while (!stop_.load()) {
+    // A socket sent on may hold messages its descriptor will not announce.
+    for (int i : {kApi, kTasks, kHeartbeat}) {
+      if (sent_[i]) wait.Dirty(i);
+      sent_[i] = false;
+    }
     TimeMs now = clock_.Now();
     long timeout = 250;
     if (auto next = plan_.NextDeadline()) {
@@ -184,17 +194,14 @@ Status Server::Run() {
                                timeout);
     timeout = std::clamp<long>(static_cast<long>(next_tick_ - now), 0, timeout);
     // A negative fd is ignored by poll(2): no watcher, no write in flight.
-    zmq_pollitem_t items[] = {
-        {api_.handle(), 0, ZMQ_POLLIN, 0},
-        {tasks_.handle(), 0, ZMQ_POLLIN, 0},
-        {heartbeat_.handle(), 0, ZMQ_POLLIN, 0},
-        {nullptr, watcher_ ? watcher_->fd() : -1, ZMQ_POLLIN, 0},
-        {nullptr, committer_->busy() ? committer_->fd() : -1, ZMQ_POLLIN, 0},
+    pollfd fds[] = {
+        {watcher_ ? watcher_->fd() : -1, POLLIN, 0},
+        {committer_->busy() ? committer_->fd() : -1, POLLIN, 0},
     };
-    if (zmq_poll(items, 5, timeout) < 0 && zmq_errno() != EINTR) {
+    if (!wait.Wait(timeout, fds, 2)) {
+      const int err = errno;
       Drain();
-      return Status::Internal(std::string("poll: ") +
-                              zmq_strerror(zmq_errno()));
+      return Status::Internal(std::string("poll: ") + strerror(err));
     }
     // The last batch is durable: out go its replies and messages.
     const bool was_writing = committer_->busy();
@@ -203,35 +210,35 @@ Status Server::Run() {
     }
     Effects fx;
     int received = 0;
-    // Only sockets that polled readable are read: reading an empty ZeroMQ
-    // socket costs system calls of its own.
-    try {
-      for (int i = 0;
-           i < kMaxMessagesPerTurn && (items[1].revents & ZMQ_POLLIN); ++i) {
-        auto frames = ReceiveMultipart(tasks_);
-        if (frames.empty()) break;
-        HandleWorker(std::move(frames), fx);
-        ++received;
+    // Only sockets that may hold messages are read (reading an empty ZeroMQ
+    // socket costs system calls of its own), each to its end or to the
+    // turn's limit; one not read to its end is asked first next time.
+    auto read = [&](int i, zmq::socket_t& socket, auto handle) {
+      if (!wait.readable(i)) return;
+      try {
+        for (int k = 0; k < kMaxMessagesPerTurn; ++k) {
+          auto frames = ReceiveMultipart(socket);
+          if (frames.empty()) {  // read to its end, after any send
+            sent_[i] = false;
+            return;
+          }
+          handle(std::move(frames));
+          ++received;
+        }
+      } catch (const zmq::error_t& e) {
+        spdlog::error("socket error: {}", e.what());
       }
-      for (int i = 0;
-           i < kMaxMessagesPerTurn && (items[2].revents & ZMQ_POLLIN); ++i) {
-        auto frames = ReceiveMultipart(heartbeat_);
-        if (frames.empty()) break;
-        if (frames.size() == 1) HandleHeartbeat(frames[0], fx);
-        ++received;
-      }
-      for (int i = 0;
-           i < kMaxMessagesPerTurn && (items[0].revents & ZMQ_POLLIN); ++i) {
-        auto frames = ReceiveMultipart(api_);
-        if (frames.empty()) break;
-        HandleApi(std::move(frames), fx);
-        ++received;
-      }
-    } catch (const zmq::error_t& e) {
-      spdlog::error("socket error: {}", e.what());
-    }
+      sent_[i] = true;  // more may wait: asked again before the next wait
+    };
+    read(kTasks, tasks_,
+         [&](std::vector<std::string> f) { HandleWorker(std::move(f), fx); });
+    read(kHeartbeat, heartbeat_, [&](std::vector<std::string> f) {
+      if (f.size() == 1) HandleHeartbeat(f[0], fx);
+    });
+    read(kApi, api_,
+         [&](std::vector<std::string> f) { HandleApi(std::move(f), fx); });
     if (watcher_ && !read_only_ &&
-        ((items[3].revents & ZMQ_POLLIN) || first_turn)) {
+        ((fds[0].revents & POLLIN) || first_turn)) {
       for (const WatchedFile& f : watcher_->Take()) HandleWatched(f, fx);
     }
     first_turn = false;
@@ -406,6 +413,7 @@ void Server::LogWorkerChanges() {
 }
 
 void Server::SendReplies(std::vector<Reply>& replies, bool committed) {
+  if (!replies.empty()) sent_[0] = true;
   for (Reply& r : replies) {
     if (r.needs_commit && !committed) {
       r.body = ErrorFrame(r.request_id,
@@ -429,6 +437,7 @@ void Server::SendReplies(std::vector<Reply>& replies, bool committed) {
 }
 
 void Server::SendToWorkers(Effects& fx) {
+  if (!fx.messages.empty()) sent_[1] = true;
   for (auto& [worker, body] : fx.messages) {
     try {
       if (!tasks_.send(zmq::buffer(worker),
@@ -448,6 +457,7 @@ void Server::PublishHeartbeat() {
   SchedulerHeartbeat hb;
   hb.instance = instance_;
   hb.at_ms = clock_.Now();
+  sent_[2] = true;
   try {
     heartbeat_.send(zmq::buffer(Encode(hb)), zmq::send_flags::dontwait);
   } catch (const zmq::error_t& e) {

@@ -135,6 +135,8 @@ class Server {
   zmq::socket_t api_;
   zmq::socket_t tasks_;
   zmq::socket_t heartbeat_;
+  // Sent on since the loop last waited, by socket: api, tasks, heartbeat.
+  bool sent_[3] = {false, false, false};
   std::vector<Reply> replies_;  // this loop turn's
   std::unique_ptr<Watcher> watcher_;
   // Done once this turn's batch is durable (moving watched files).

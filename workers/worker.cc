@@ -1,10 +1,14 @@
 #include "worker.h"
 
+#include "drover/socket_wait.h"
 #include "drover/text.h"
 
 #include <spdlog/spdlog.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 
 namespace drover {
@@ -132,6 +136,7 @@ Status Worker::Start() {
 }
 
 void Worker::Send(const std::string& body) {
+  sent_[0] = true;
   try {
     if (!dealer_.send(zmq::buffer(body), zmq::send_flags::dontwait)) {
       spdlog::warn("scheduler channel full; message dropped (kept results "
@@ -187,6 +192,7 @@ void Worker::SendHeartbeat() {
   for (const auto& [ref, a] : running_) hb.attempts.push_back(ref);
   for (const auto& [ref, f] : unacked_) hb.attempts.push_back(ref);
   hb.at_ms = clock_.Now();
+  sent_[1] = true;
   try {
     heartbeat_.send(zmq::buffer(Encode(hb)), zmq::send_flags::dontwait);
   } catch (const zmq::error_t& e) {
@@ -451,6 +457,7 @@ std::string Worker::StatusLine() const {
 }
 
 Status Worker::Run() {
+  SocketWait wait({&dealer_, &heartbeat_});
   TimeMs drain_deadline = 0;
   bool said_goodbye = false;
   while (true) {
@@ -506,27 +513,35 @@ Status Worker::Run() {
       for (const auto& [ref, f] : unacked_) Send(f);
       next_resend_ = now + 5000;
     }
-    zmq_pollitem_t items[] = {
-        {dealer_.handle(), 0, ZMQ_POLLIN, 0},
-        {heartbeat_.handle(), 0, ZMQ_POLLIN, 0},
-        {nullptr, event_fd_, ZMQ_POLLIN, 0},
-    };
+    pollfd outbox = {event_fd_, POLLIN, 0};
     TimeMs wake = std::min(next_heartbeat_, next_tick_);
     if (const TimeMs held = SendHeldStarted(clock_.Now()); held != 0) {
       wake = std::min(wake, held);
     }
     long timeout = std::clamp<long>(static_cast<long>(wake - clock_.Now()),
                                     0, 200);
-    if (zmq_poll(items, 3, timeout) < 0 && zmq_errno() != EINTR) {
-      return Status::Internal(std::string("poll: ") +
-                              zmq_strerror(zmq_errno()));
+    // A socket sent on may hold messages its descriptor will not announce.
+    for (size_t i = 0; i < 2; ++i) {
+      if (sent_[i]) wait.Dirty(i);
+      sent_[i] = false;
     }
-    // Only a socket that polled readable is read: each read of an empty
-    // ZeroMQ socket is system calls of its own.
+    if (!wait.Wait(timeout, &outbox, 1)) {
+      return Status::Internal(std::string("poll: ") + strerror(errno));
+    }
+    // Only a socket that may hold messages is read, to its end (each read
+    // of an empty ZeroMQ socket is system calls of its own); one that is
+    // not is asked first next time.
     try {
-      for (int i = 0; i < 256 && (items[0].revents & ZMQ_POLLIN); ++i) {
+      for (int i = 0; wait.readable(0); ++i) {
+        if (i == 256) {
+          sent_[0] = true;
+          break;
+        }
         zmq::message_t msg;
-        if (!dealer_.recv(msg, zmq::recv_flags::dontwait)) break;
+        if (!dealer_.recv(msg, zmq::recv_flags::dontwait)) {
+          sent_[0] = false;  // read to its end, after any send
+          break;
+        }
         if (msg.more()) {
           while (msg.more() && dealer_.recv(msg, zmq::recv_flags::dontwait)) {
           }
@@ -535,15 +550,23 @@ Status Worker::Run() {
         }
         OnSchedulerMessage(msg.to_string());
       }
-      for (int i = 0; i < 256 && (items[1].revents & ZMQ_POLLIN); ++i) {
+      for (int i = 0; wait.readable(1); ++i) {
+        if (i == 256) {
+          sent_[1] = true;
+          break;
+        }
         zmq::message_t msg;
-        if (!heartbeat_.recv(msg, zmq::recv_flags::dontwait)) break;
+        if (!heartbeat_.recv(msg, zmq::recv_flags::dontwait)) {
+          sent_[1] = false;
+          break;
+        }
         OnHeartbeatMessage(msg.to_string());
       }
     } catch (const zmq::error_t& e) {
+      sent_[0] = sent_[1] = true;
       spdlog::warn("socket error: {}", e.what());
     }
-    if (items[2].revents & ZMQ_POLLIN) DrainOutbox();
+    if (outbox.revents & POLLIN) DrainOutbox();
   }
 }
 

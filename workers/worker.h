@@ -126,6 +126,8 @@ class Worker {
   zmq::socket_t dealer_;
   zmq::socket_t heartbeat_;
   int event_fd_ = -1;
+  // Sent on since the loop last waited: the dealer, the heartbeat socket.
+  bool sent_[2] = {false, false};
   std::atomic<bool> stop_{false};
 
   std::mutex mu_;                    // guards outbox_
