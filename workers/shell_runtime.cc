@@ -234,8 +234,9 @@ bool HoldsOnly(const std::filesystem::path& path,
   Fd dir{open(path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)};
   if (dir.fd < 0) return false;
   struct stat st;
+  static const uid_t self = geteuid();
   if (fstat(dir.fd, &st) != 0 || (st.st_mode & 07777) != 0755 ||
-      st.st_uid != geteuid()) {
+      st.st_uid != self) {
     return false;
   }
   alignas(8) char buf[2048];
