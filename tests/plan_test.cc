@@ -34,8 +34,10 @@ class Fixture {
   void Hello(const std::string& name, std::map<std::string, uint32_t> queues,
              std::vector<std::string> runtimes = {"shell"},
              std::vector<AttemptRef> running = {},
-             const std::string& instance = "") {
+             const std::string& instance = "",
+             std::map<std::string, uint32_t> prefetch = {}) {
     drover::Hello h;
+    h.prefetch = std::move(prefetch);
     h.name = name;
     h.instance = instance.empty() ? name + "-life1" : instance;
     h.queues = std::move(queues);
@@ -179,6 +181,32 @@ TEST_CASE("Plan.DispatchFillsFreeSlotsOnly") {
   assigns = f.TakeAssigns();
   REQUIRE(assigns.size() == 1);
   CHECK(assigns[0].second.ref.task == 2);
+}
+
+TEST_CASE("Plan.AttemptsAreHeldOnlyWhenNoSlotIsFree") {
+  Fixture f;
+  std::string job = f.AddJob(kThreeRoots);
+  // "eager" has room to hold three; "plain" has a slot and no room.
+  f.Hello("eager", {{"default", 1}}, {"shell"}, {}, "", {{"default", 3}});
+  f.Hello("plain", {{"default", 1}});
+  f.Tick();
+  auto assigns = f.TakeAssigns();
+  REQUIRE(assigns.size() == 3);
+  std::map<std::string, int> per_worker;
+  for (const auto& [worker, a] : assigns) ++per_worker[worker];
+  // A slot each first; the third is held by the one with room.
+  CHECK(per_worker["eager"] == 2);
+  CHECK(per_worker["plain"] == 1);
+  for (int i = 0; i < 3; ++i) {
+    CHECK(f.Task(job, i).state == TaskState::kScheduled);
+  }
+  auto workers = f.plan_.Workers();
+  REQUIRE(workers.size() == 2);
+  CHECK(workers[0].name == "eager");
+  CHECK(workers[0].running == 1);
+  CHECK(workers[0].held == 1);
+  CHECK(workers[1].running == 1);
+  CHECK(workers[1].held == 0);
 }
 
 TEST_CASE("Plan.QueueAndRuntimeMustMatch") {
