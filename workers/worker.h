@@ -2,6 +2,9 @@
 // channel (DEALER, routing id = its name) and heartbeat channel (XSUB),
 // announces its queues, slots and runtimes, runs each assigned attempt on a
 // task thread (TaskThreads) through a Runtime, and reports what happened.
+// Attempts beyond a queue's slots (up to its prefetch) wait for a slot and
+// start on the thread of the attempt that ends, without a round trip to
+// the scheduler.
 //
 // Results are kept until the scheduler acknowledges them, and sent again
 // after a reconnect, so a scheduler restart loses none. A `started` report
