@@ -11,7 +11,6 @@
 
 #include "drover/job_spec.h"
 #include "drover/protocol.h"
-#include "drover/socket_wait.h"
 #include "drover/text.h"
 
 namespace drover {
@@ -83,7 +82,8 @@ Server::Server(ServerOptions options, std::unique_ptr<Store> store,
       ctx_(1),
       api_(ctx_, zmq::socket_type::router),
       tasks_(ctx_, zmq::socket_type::router),
-      heartbeat_(ctx_, zmq::socket_type::xpub) {}
+      heartbeat_(ctx_, zmq::socket_type::xpub),
+      wait_({&api_, &tasks_, &heartbeat_}) {}
 
 Server::~Server() = default;
 
@@ -177,14 +177,7 @@ std::string Server::StatusLine() const {
 Status Server::Run() {
   if (on_ready_) on_ready_();
   bool first_turn = true;
-  enum { kApi, kTasks, kHeartbeat };
-  SocketWait wait({&api_, &tasks_, &heartbeat_});
   while (!stop_.load()) {
-    // A socket sent on may hold messages its descriptor will not announce.
-    for (int i : {kApi, kTasks, kHeartbeat}) {
-      if (sent_[i]) wait.Dirty(i);
-      sent_[i] = false;
-    }
     TimeMs now = clock_.Now();
     long timeout = 250;
     if (auto next = plan_.NextDeadline()) {
@@ -198,7 +191,7 @@ Status Server::Run() {
         {watcher_ ? watcher_->fd() : -1, POLLIN, 0},
         {committer_->busy() ? committer_->fd() : -1, POLLIN, 0},
     };
-    if (!wait.Wait(timeout, fds, 2)) {
+    if (!wait_.Wait(timeout, fds, 2)) {
       const int err = errno;
       Drain();
       return Status::Internal(std::string("poll: ") + strerror(err));
@@ -213,29 +206,26 @@ Status Server::Run() {
     // Only sockets that may hold messages are read (reading an empty ZeroMQ
     // socket costs system calls of its own), each to its end or to the
     // turn's limit; one not read to its end is asked first next time.
-    auto read = [&](int i, zmq::socket_t& socket, auto handle) {
-      if (!wait.readable(i)) return;
+    auto read = [&](size_t i, zmq::socket_t& socket, auto handle) {
+      if (!wait_.readable(i)) return;
       try {
         for (int k = 0; k < kMaxMessagesPerTurn; ++k) {
           auto frames = ReceiveMultipart(socket);
-          if (frames.empty()) {  // read to its end, after any send
-            sent_[i] = false;
-            return;
-          }
+          if (frames.empty()) return wait_.ReadToEnd(i);
           handle(std::move(frames));
           ++received;
         }
       } catch (const zmq::error_t& e) {
         spdlog::error("socket error: {}", e.what());
       }
-      sent_[i] = true;  // more may wait: asked again before the next wait
+      wait_.Dirty(i);  // more may wait
     };
-    read(kTasks, tasks_,
+    read(kTasksSocket, tasks_,
          [&](std::vector<std::string> f) { HandleWorker(std::move(f), fx); });
-    read(kHeartbeat, heartbeat_, [&](std::vector<std::string> f) {
+    read(kHeartbeatSocket, heartbeat_, [&](std::vector<std::string> f) {
       if (f.size() == 1) HandleHeartbeat(f[0], fx);
     });
-    read(kApi, api_,
+    read(kApiSocket, api_,
          [&](std::vector<std::string> f) { HandleApi(std::move(f), fx); });
     if (watcher_ && !read_only_ &&
         ((fds[0].revents & POLLIN) || first_turn)) {
@@ -413,7 +403,7 @@ void Server::LogWorkerChanges() {
 }
 
 void Server::SendReplies(std::vector<Reply>& replies, bool committed) {
-  if (!replies.empty()) sent_[0] = true;
+  if (!replies.empty()) wait_.Dirty(kApiSocket);
   for (Reply& r : replies) {
     if (r.needs_commit && !committed) {
       r.body = ErrorFrame(r.request_id,
@@ -437,7 +427,7 @@ void Server::SendReplies(std::vector<Reply>& replies, bool committed) {
 }
 
 void Server::SendToWorkers(Effects& fx) {
-  if (!fx.messages.empty()) sent_[1] = true;
+  if (!fx.messages.empty()) wait_.Dirty(kTasksSocket);
   for (auto& [worker, body] : fx.messages) {
     try {
       if (!tasks_.send(zmq::buffer(worker),
@@ -457,7 +447,7 @@ void Server::PublishHeartbeat() {
   SchedulerHeartbeat hb;
   hb.instance = instance_;
   hb.at_ms = clock_.Now();
-  sent_[2] = true;
+  wait_.Dirty(kHeartbeatSocket);
   try {
     heartbeat_.send(zmq::buffer(Encode(hb)), zmq::send_flags::dontwait);
   } catch (const zmq::error_t& e) {

@@ -21,6 +21,7 @@
 #include <zmq.hpp>
 
 #include "drover/clock.h"
+#include "drover/socket_wait.h"
 #include "committer.h"
 #include "drover/store.h"
 #include "plan.h"
@@ -135,8 +136,8 @@ class Server {
   zmq::socket_t api_;
   zmq::socket_t tasks_;
   zmq::socket_t heartbeat_;
-  // Sent on since the loop last waited, by socket: api, tasks, heartbeat.
-  bool sent_[3] = {false, false, false};
+  enum : size_t { kApiSocket, kTasksSocket, kHeartbeatSocket };
+  SocketWait wait_;  // for the three sockets above, in that order
   std::vector<Reply> replies_;  // this loop turn's
   std::unique_ptr<Watcher> watcher_;
   // Done once this turn's batch is durable (moving watched files).

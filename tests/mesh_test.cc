@@ -21,17 +21,31 @@ namespace {
 
 using namespace std::chrono_literals;
 
-// A job of `n` independent shell tasks, each appending its name to
-// `ledger` when it really ran and sleeping `secs`.
-std::string ParallelJob(int n, const std::string& ledger, double secs) {
-  std::string toml = "name = \"parallel\"\n";
+// A job of `n` independent shell tasks t0, t1, ..., each running
+// `before`, `sleep secs`, then `after` (`$DROVER_TASK` is its name).
+std::string IndependentTasks(int n, double secs, const std::string& before,
+                             const std::string& after) {
+  std::string toml = "name = \"independent\"\n";
   for (int i = 0; i < n; ++i) {
     toml += "[[tasks]]\nname = \"t" + std::to_string(i) +
-            "\"\ndepends_on = []\nrun = \"sleep " + std::to_string(secs) +
-            "; echo t" + std::to_string(i) + " >> " + ledger +
-            "; echo -n $DROVER_TASK > $DROVER_OUTPUT\"\n";
+            "\"\ndepends_on = []\nrun = \"" + before + "sleep " +
+            std::to_string(secs) + after + "\"\n";
   }
   return toml;
+}
+
+// Each task appends its name to `ledger` when it really ran, after
+// sleeping `secs`, and outputs its name.
+std::string ParallelJob(int n, const std::string& ledger, double secs) {
+  return IndependentTasks(n, secs, "",
+                          "; echo $DROVER_TASK >> " + ledger +
+                              "; echo -n $DROVER_TASK > $DROVER_OUTPUT");
+}
+
+// Each task notes its start in `ledger`, then sleeps `secs`.
+std::string StartNotingJob(int n, const std::string& ledger, double secs) {
+  return IndependentTasks(n, secs, "echo start-$DROVER_TASK >> " + ledger + "; ",
+                          "");
 }
 
 // Malformed messages, built with msgpack so each is wrong in one way.
@@ -107,18 +121,6 @@ TEST_CASE("Mesh.SlotsAreNeverExceeded") {
   for (int n; in >> n;) peak = std::max(peak, n);
   CHECK(peak >= 1);
   CHECK(peak <= 2);
-}
-
-// A job of `n` independent shell tasks that note their start in `ledger`
-// and then sleep `secs`.
-std::string StartNotingJob(int n, const std::string& ledger, double secs) {
-  std::string toml = "name = \"noting\"\n";
-  for (int i = 0; i < n; ++i) {
-    toml += "[[tasks]]\nname = \"t" + std::to_string(i) +
-            "\"\ndepends_on = []\nrun = \"echo start-$DROVER_TASK >> " +
-            ledger + "; sleep " + std::to_string(secs) + "\"\n";
-  }
-  return toml;
 }
 
 const WorkerView* FindWorker(const std::vector<WorkerView>& all,

@@ -7,12 +7,12 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <climits>
 #include <cstring>
 #include <memory>
-#include <string_view>
-#include <chrono>
 #include <mutex>
+#include <string_view>
 #include <unordered_map>
 
 namespace drover {

@@ -1,6 +1,5 @@
 #include "worker.h"
 
-#include "drover/socket_wait.h"
 #include "drover/text.h"
 
 #include <spdlog/spdlog.h>
@@ -92,7 +91,8 @@ Worker::Worker(WorkerOptions options,
       instance_(RandomHex(16)),
       ctx_(1),
       dealer_(ctx_, zmq::socket_type::dealer),
-      heartbeat_(ctx_, zmq::socket_type::xsub) {}
+      heartbeat_(ctx_, zmq::socket_type::xsub),
+      wait_({&dealer_, &heartbeat_}) {}
 
 Worker::~Worker() {
   for (auto& [ref, a] : running_) {
@@ -136,7 +136,7 @@ Status Worker::Start() {
 }
 
 void Worker::Send(const std::string& body) {
-  sent_[0] = true;
+  wait_.Dirty(kDealerSocket);
   try {
     if (!dealer_.send(zmq::buffer(body), zmq::send_flags::dontwait)) {
       spdlog::warn("scheduler channel full; message dropped (kept results "
@@ -192,7 +192,7 @@ void Worker::SendHeartbeat() {
   for (const auto& [ref, a] : running_) hb.attempts.push_back(ref);
   for (const auto& [ref, f] : unacked_) hb.attempts.push_back(ref);
   hb.at_ms = clock_.Now();
-  sent_[1] = true;
+  wait_.Dirty(kHeartbeatSocket);
   try {
     heartbeat_.send(zmq::buffer(Encode(hb)), zmq::send_flags::dontwait);
   } catch (const zmq::error_t& e) {
@@ -457,7 +457,6 @@ std::string Worker::StatusLine() const {
 }
 
 Status Worker::Run() {
-  SocketWait wait({&dealer_, &heartbeat_});
   TimeMs drain_deadline = 0;
   bool said_goodbye = false;
   while (true) {
@@ -520,52 +519,36 @@ Status Worker::Run() {
     }
     long timeout = std::clamp<long>(static_cast<long>(wake - clock_.Now()),
                                     0, 200);
-    // A socket sent on may hold messages its descriptor will not announce.
-    for (size_t i = 0; i < 2; ++i) {
-      if (sent_[i]) wait.Dirty(i);
-      sent_[i] = false;
-    }
-    if (!wait.Wait(timeout, &outbox, 1)) {
+    if (!wait_.Wait(timeout, &outbox, 1)) {
       return Status::Internal(std::string("poll: ") + strerror(errno));
     }
     // Only a socket that may hold messages is read, to its end (each read
     // of an empty ZeroMQ socket is system calls of its own); one that is
     // not is asked first next time.
-    try {
-      for (int i = 0; wait.readable(0); ++i) {
-        if (i == 256) {
-          sent_[0] = true;
-          break;
-        }
-        zmq::message_t msg;
-        if (!dealer_.recv(msg, zmq::recv_flags::dontwait)) {
-          sent_[0] = false;  // read to its end, after any send
-          break;
-        }
-        if (msg.more()) {
-          while (msg.more() && dealer_.recv(msg, zmq::recv_flags::dontwait)) {
+    auto read = [&](size_t i, zmq::socket_t& socket, auto handle) {
+      if (!wait_.readable(i)) return;
+      try {
+        for (int k = 0; k < 256; ++k) {
+          zmq::message_t msg;
+          if (!socket.recv(msg, zmq::recv_flags::dontwait)) {
+            return wait_.ReadToEnd(i);
           }
-          spdlog::warn("multipart message from the scheduler dropped");
-          continue;
+          handle(msg);
         }
-        OnSchedulerMessage(msg.to_string());
+      } catch (const zmq::error_t& e) {
+        spdlog::warn("socket error: {}", e.what());
       }
-      for (int i = 0; wait.readable(1); ++i) {
-        if (i == 256) {
-          sent_[1] = true;
-          break;
-        }
-        zmq::message_t msg;
-        if (!heartbeat_.recv(msg, zmq::recv_flags::dontwait)) {
-          sent_[1] = false;
-          break;
-        }
-        OnHeartbeatMessage(msg.to_string());
+      wait_.Dirty(i);  // more may wait
+    };
+    read(kDealerSocket, dealer_, [&](zmq::message_t& msg) {
+      if (!msg.more()) return OnSchedulerMessage(msg.to_string());
+      while (msg.more() && dealer_.recv(msg, zmq::recv_flags::dontwait)) {
       }
-    } catch (const zmq::error_t& e) {
-      sent_[0] = sent_[1] = true;
-      spdlog::warn("socket error: {}", e.what());
-    }
+      spdlog::warn("multipart message from the scheduler dropped");
+    });
+    read(kHeartbeatSocket, heartbeat_, [&](zmq::message_t& msg) {
+      OnHeartbeatMessage(msg.to_string());
+    });
     if (outbox.revents & POLLIN) DrainOutbox();
   }
 }

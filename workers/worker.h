@@ -38,6 +38,7 @@
 #include "drover/clock.h"
 #include "drover/protocol.h"
 #include "drover/runtime.h"
+#include "drover/socket_wait.h"
 #include "drover/status.h"
 #include "task_threads.h"
 
@@ -128,9 +129,9 @@ class Worker {
   zmq::context_t ctx_;
   zmq::socket_t dealer_;
   zmq::socket_t heartbeat_;
+  enum : size_t { kDealerSocket, kHeartbeatSocket };
+  SocketWait wait_;  // for the two sockets above, in that order
   int event_fd_ = -1;
-  // Sent on since the loop last waited: the dealer, the heartbeat socket.
-  bool sent_[2] = {false, false};
   std::atomic<bool> stop_{false};
 
   std::mutex mu_;                    // guards outbox_
