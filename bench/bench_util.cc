@@ -197,6 +197,12 @@ std::unique_ptr<Process> Daemon::StartWorker(const std::string& name,
                                    "--work-dir",
                                    dir_ + "/work-" + name};
   argv.insert(argv.end(), flags.begin(), flags.end());
+  // For experiments: DROVER_BENCH_WORKER_FLAGS="--prefetch 4" adds flags
+  // to every drover-worker the bench starts.
+  if (const char* extra = std::getenv("DROVER_BENCH_WORKER_FLAGS")) {
+    std::istringstream words(extra);
+    for (std::string w; words >> w;) argv.push_back(w);
+  }
   return std::make_unique<Process>(argv, dir_ + "/worker-" + name + ".log");
 }
 

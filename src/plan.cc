@@ -38,6 +38,9 @@ struct Plan::Worker {
   std::map<std::string, uint32_t> slots;
   std::map<std::string, uint32_t> prefetch;  // per queue (its hello)
   std::map<std::string, uint32_t> used;  // assigned, not ended
+  // Per queue: how long its attempts ran here lately (ms), a moving mean
+  // over their results; absent before the first.
+  std::map<std::string, double> run_ms;
   std::set<std::string> runtimes;
   struct Held {
     std::string queue;
@@ -409,6 +412,20 @@ void Plan::Requeue(Job& job, uint32_t index, const std::string& why, TimeMs now,
   }
 }
 
+uint32_t Plan::HoldFor(const Worker& w, const std::string& queue,
+                       uint32_t slots) const {
+  auto p = w.prefetch.find(queue);
+  if (p == w.prefetch.end()) return 0;
+  auto r = w.run_ms.find(queue);
+  // Nothing known yet: one per slot, as many as start when they end.
+  if (r == w.run_ms.end()) return std::min(p->second, slots);
+  // Tasks shorter than the clock's millisecond: as if of a quarter of one.
+  const double fit = static_cast<double>(slots) *
+                     static_cast<double>(options_.hold_horizon.count()) /
+                     std::max(r->second, 0.25);
+  return fit >= p->second ? p->second : static_cast<uint32_t>(fit);
+}
+
 void Plan::ReleaseSlot(const std::string& worker, const AttemptRef& ref) {
   auto it = workers_.find(worker);
   if (it == workers_.end()) return;
@@ -582,6 +599,18 @@ Millis Plan::Backoff(const RetryPolicy& p, uint32_t failures) {
 
 void Plan::OnResult(const std::string& worker, const TaskResult& m, TimeMs now,
                     Effects& fx) {
+  if (auto wit = workers_.find(worker);
+      wit != workers_.end() && m.started_at_ms != 0 &&
+      m.finished_at_ms >= m.started_at_ms) {
+    Worker& w = *wit->second;
+    if (auto r = w.running.find(m.ref); r != w.running.end()) {
+      // An eighth of the newest: a few long tasks among short ones soon
+      // stop the holding, and it resumes as soon after them.
+      const double ran = static_cast<double>(m.finished_at_ms - m.started_at_ms);
+      auto [mean, first] = w.run_ms.try_emplace(r->second.queue, ran);
+      if (!first) mean->second += (ran - mean->second) / 8;
+    }
+  }
   ReleaseSlot(worker, m.ref);
   ResultAck ack;
   ack.ref = m.ref;
@@ -794,9 +823,7 @@ bool Plan::TryAssign(Job& job, uint32_t index, TimeMs now, Effects& fx) {
     auto s = w->slots.find(spec.queue);
     if (s == w->slots.end()) continue;
     const uint32_t used = w->used[spec.queue];
-    auto p = w->prefetch.find(spec.queue);
-    const uint32_t room =
-        s->second + (p == w->prefetch.end() ? 0 : p->second);
+    const uint32_t room = s->second + HoldFor(*w, spec.queue, s->second);
     if (used >= room) continue;
     // A free slot anywhere first; an attempt is held on a busy worker only
     // when no worker has a free slot.

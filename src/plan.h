@@ -47,6 +47,11 @@ struct PlanOptions {
   // their worker to say hello before they are requeued.
   Millis adopt_grace{0};  // 0: interval × (liveness + 1)
   size_t max_log_bytes_per_attempt = 1 << 20;
+  // A busy worker is given attempts to hold for a slot (up to its
+  // prefetch) only as many as it runs in this long, judged by how long its
+  // attempts of that queue ran lately: short tasks keep its slots busy
+  // between two round trips, a long one is never held back behind another.
+  Millis hold_horizon{20};
 };
 
 // The records of a job just accepted: the job PENDING, its tasks CREATED.
@@ -132,6 +137,10 @@ class Plan {
                 Effects& fx);
   void FinishIfDone(Job& job, TimeMs now, Effects& fx);
   void ReleaseSlot(const std::string& worker, const AttemptRef& ref);
+  // How many attempts of `queue` the busy worker `w` may hold beyond its
+  // `slots`: PlanOptions::hold_horizon's worth, at most its prefetch.
+  uint32_t HoldFor(const Worker& w, const std::string& queue,
+                   uint32_t slots) const;
   void DeclareDead(Worker& w, TimeMs now, Effects& fx);
   bool TryAssign(Job& job, uint32_t index, TimeMs now, Effects& fx);
   void Note(Job& job, uint32_t index, const std::string& text, Effects& fx);

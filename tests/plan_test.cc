@@ -66,10 +66,16 @@ class Fixture {
     Absorb(fx);
   }
 
+  // `ran`: how long the attempt ran, ending now (unknown if negative).
   void Result(const std::string& worker, const AttemptRef& ref, int code,
-              std::string output = "", std::string error = "") {
+              std::string output = "", std::string error = "",
+              std::chrono::milliseconds ran = -1ms) {
     TaskResult r;
     r.ref = ref;
+    if (ran >= 0ms) {
+      r.finished_at_ms = clock_.Now();
+      r.started_at_ms = r.finished_at_ms - ran.count();
+    }
     r.exit_code = code;
     r.output = std::move(output);
     r.error = std::move(error);
@@ -207,6 +213,44 @@ TEST_CASE("Plan.AttemptsAreHeldOnlyWhenNoSlotIsFree") {
   CHECK(workers[0].held == 1);
   CHECK(workers[1].running == 1);
   CHECK(workers[1].held == 0);
+}
+
+TEST_CASE("Plan.AWorkerHoldsWhatItRunsInTheHoldHorizon") {
+  Fixture f;  // hold_horizon 20 ms
+  std::string toml = "name = \"many\"\n";
+  for (int i = 0; i < 40; ++i) {
+    toml += "[[tasks]]\nname = \"t" + std::to_string(i) +
+            "\"\ndepends_on = []\nrun = \"true\"\n";
+  }
+  const std::string job = f.AddJob(toml);
+  f.Hello("w", {{"default", 2}}, {"shell"}, {}, "", {{"default", 30}});
+  f.Tick();
+  auto held = [&] { return f.plan_.Workers().at(0).held; };
+  // Nothing known of its tasks yet: one held per slot.
+  auto assigns = f.TakeAssigns();
+  REQUIRE(assigns.size() == 4);
+  CHECK(held() == 2);
+  // Tasks of 1 ms: two slots run forty in 20 ms; it may hold 30.
+  f.Result("w", assigns[0].second.ref, 0, "", "", 1ms);
+  f.Result("w", assigns[1].second.ref, 0, "", "", 1ms);
+  f.Tick();
+  auto more = f.TakeAssigns();
+  REQUIRE(more.size() == 30);
+  CHECK(held() == 30);
+  // A task of 2 s: the mean of the latest jumps past the horizon, and it
+  // is given nothing more to hold; the next go to free slots only.
+  f.Result("w", assigns[2].second.ref, 0, "", "", 2000ms);
+  f.Tick();
+  CHECK(f.TakeAssigns().empty());
+  CHECK(held() == 29);
+  for (int i = 0; i < 29; ++i) f.Result("w", more[i].second.ref, 0, "", "", 2000ms);
+  f.Result("w", assigns[3].second.ref, 0, "", "", 2000ms);
+  f.Tick();
+  // One held attempt is left, now running; the slot that freed is
+  // refilled, and nothing more is held.
+  CHECK(f.TakeAssigns().size() == 1);
+  CHECK(held() == 0);
+  CHECK(f.plan_.Workers().at(0).running == 2);
 }
 
 TEST_CASE("Plan.QueueAndRuntimeMustMatch") {

@@ -57,6 +57,12 @@ bool TaskThreads::Cancel(JobId id) {
   return true;
 }
 
+size_t TaskThreads::Waiting(const std::string& group) {
+  std::lock_guard lock(mu_);
+  auto g = groups_.find(group);
+  return g == groups_.end() ? 0 : g->second.waiting.size();
+}
+
 bool TaskThreads::Idle() const {
   if (busy_ != 0 || !ready_.empty()) return false;
   return std::all_of(groups_.begin(), groups_.end(),

@@ -45,6 +45,9 @@ class TaskThreads {
             std::function<void()> job);
   // Drops a job that has not started yet; false if it has started.
   bool Cancel(JobId id);
+  // Jobs of `group` waiting for a slot (a job of the group that is about
+  // to end is still running: the first of them starts after it).
+  size_t Waiting(const std::string& group);
   // Returns once no job is queued or running.
   void WaitIdle();
   // Waits for every job, then ends the threads. Run must not be called

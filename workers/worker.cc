@@ -92,7 +92,11 @@ Worker::Worker(WorkerOptions options,
       ctx_(1),
       dealer_(ctx_, zmq::socket_type::dealer),
       heartbeat_(ctx_, zmq::socket_type::xsub),
-      wait_({&dealer_, &heartbeat_}) {}
+      wait_({&dealer_, &heartbeat_}) {
+  for (const auto& [queue, slots] : options_.queues) {
+    hold_threshold_[queue].store(1);
+  }
+}
 
 Worker::~Worker() {
   for (auto& [ref, a] : running_) {
@@ -200,18 +204,17 @@ void Worker::SendHeartbeat() {
   }
 }
 
-void Worker::Post(Outgoing message) {
+void Worker::Post(Outgoing message, bool wake) {
   {
     std::lock_guard lock(mu_);
     outbox_.push_back(std::move(message));
   }
+  if (!wake) return;
   const uint64_t one = 1;
   (void)!write(event_fd_, &one, sizeof one);
 }
 
 void Worker::DrainOutbox() {
-  uint64_t count;
-  (void)!read(event_fd_, &count, sizeof count);
   std::deque<Outgoing> messages;
   {
     std::lock_guard lock(mu_);
@@ -222,15 +225,63 @@ void Worker::DrainOutbox() {
       case Outgoing::Kind::kLog:
         Send(m.frame);
         break;
-      case Outgoing::Kind::kResult:
+      case Outgoing::Kind::kResult: {
         // Ended within the hold: the result says when it started.
         held_started_.erase(m.ref);
-        Send(m.frame);
+        if (held_results_.empty()) results_held_since_ = clock_.Now();
+        auto a = running_.find(m.ref);
+        held_results_.emplace_back(
+            m.ref, a == running_.end() ? "" : a->second->queue);
         unacked_[m.ref] = std::move(m.frame);
         running_.erase(m.ref);  // its thread is done with it
         break;
+      }
     }
   }
+  if (!held_results_.empty() && !MayHoldResults(clock_.Now())) {
+    SendHeldResults();
+  }
+}
+
+uint32_t Worker::Waiting(const std::string& queue) const {
+  auto q = options_.queues.find(queue);
+  const uint32_t in_queue = InQueue(queue);
+  // Attempts of a queue beyond its slots wait for one.
+  return q == options_.queues.end() || in_queue <= q->second
+             ? 0
+             : in_queue - q->second;
+}
+
+bool Worker::MayHoldResults(TimeMs now) {
+  if (stop_.load() || now - results_held_since_ >= kResultHold.count()) {
+    return false;
+  }
+  // While half the attempts the scheduler gave a queue to hold still wait,
+  // its slots stay busy for a round trip to the scheduler.
+  for (const auto& [ref, queue] : held_results_) {
+    auto t = hold_threshold_.find(queue);
+    if (t == hold_threshold_.end() || Waiting(queue) < t->second.load()) {
+      return false;
+    }
+  }
+  return true;
+}
+
+void Worker::SetPeakWaiting(const std::string& queue, uint32_t peak) {
+  peak_waiting_[queue] = peak;
+  auto t = hold_threshold_.find(queue);
+  if (t != hold_threshold_.end()) {
+    t->second.store(std::max<uint32_t>(1, (peak + 1) / 2));
+  }
+}
+
+void Worker::SendHeldResults() {
+  for (const auto& [ref, queue] : held_results_) {
+    auto it = unacked_.find(ref);
+    if (it != unacked_.end()) Send(it->second);
+    SetPeakWaiting(queue, Waiting(queue));
+  }
+  held_results_.clear();
 }
 
 TimeMs Worker::SendHeldStarted(std::optional<TimeMs> now) {
@@ -330,7 +381,7 @@ void Worker::OnAssign(const Assign& a) {
   held_started_.insert(a.ref);
   attempt->job = threads_.Run(
       a.queue, q->second,
-      [this, self, runtime, run = std::move(run), ref = a.ref,
+      [this, self, runtime, run = std::move(run), ref = a.ref, queue = a.queue,
        secrets = a.redact, stop = attempt->stop.get_token()] {
         const TimeMs started_at = clock_.Now();
         self->started_at.store(started_at);
@@ -359,9 +410,18 @@ void Worker::OnAssign(const Assign& a) {
             "job {} task {} attempt {}: '{}' finished, exit code {}{}{}",
             ref.job_id, ref.task, ref.attempt, run.task_name, out.exit_code,
             result.error.empty() ? "" : ", error: ", result.error);
-        Post({Outgoing::Kind::kResult, ref, Encode(result)});
+        // The loop is woken for a result it will send at once: when fewer
+        // attempts of the queue wait than hold its results (the first of
+        // the waiting ones starts on this thread next).
+        const bool wake = threads_.Waiting(queue) <=
+                          hold_threshold_.at(queue).load();
+        Post({Outgoing::Kind::kResult, ref, Encode(result)}, wake);
       });
   running_[a.ref] = std::move(attempt);
+  if (const uint32_t waiting = Waiting(a.queue);
+      waiting > peak_waiting_[a.queue]) {
+    SetPeakWaiting(a.queue, waiting);
+  }
 }
 
 void Worker::OnSchedulerMessage(const std::string& body) {
@@ -512,8 +572,22 @@ Status Worker::Run() {
       for (const auto& [ref, f] : unacked_) Send(f);
       next_resend_ = now + 5000;
     }
+    if (!held_results_.empty() && !MayHoldResults(clock_.Now())) {
+      SendHeldResults();
+    }
     pollfd outbox = {event_fd_, POLLIN, 0};
     TimeMs wake = std::min(next_heartbeat_, next_tick_);
+    if (!held_results_.empty()) {
+      wake = std::min(wake, results_held_since_ + kResultHold.count());
+    }
+    // Attempts waiting for a slot: results may come in without waking the
+    // loop (Post), and are looked at within kResultHold.
+    for (const auto& [queue, slots] : options_.queues) {
+      if (Waiting(queue) > 0) {
+        wake = std::min(wake, clock_.Now() + kResultHold.count());
+        break;
+      }
+    }
     if (const TimeMs held = SendHeldStarted(clock_.Now()); held != 0) {
       wake = std::min(wake, held);
     }
@@ -549,7 +623,11 @@ Status Worker::Run() {
     read(kHeartbeatSocket, heartbeat_, [&](zmq::message_t& msg) {
       OnHeartbeatMessage(msg.to_string());
     });
-    if (outbox.revents & POLLIN) DrainOutbox();
+    if (outbox.revents & POLLIN) {
+      uint64_t count;
+      (void)!::read(event_fd_, &count, sizeof count);
+    }
+    DrainOutbox();
   }
 }
 

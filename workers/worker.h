@@ -14,6 +14,12 @@
 // heartbeat shows a new instance, the worker says hello again, naming the
 // attempts it is still running so they are adopted, not rerun.
 //
+// A result is held back (for at most kResultHold) while its queue still
+// has enough attempts waiting for a slot to stay busy without the
+// scheduler: results that end close together then go out as one burst,
+// which the scheduler writes with one sync and answers with one burst of
+// new attempts, instead of a round trip and a sync for each.
+//
 // Threads: the loop owns every ZeroMQ socket; task threads hand their
 // messages to it through a locked queue and an eventfd. RequestStop is
 // async-signal-safe.
@@ -49,12 +55,15 @@ struct WorkerOptions {
   std::string heartbeat = "tcp://127.0.0.1:7702";
   std::string name;                         // default: hostname-pid
   std::map<std::string, uint32_t> queues;   // default: {"default": cores}
-  // Per queue, attempts taken beyond the slots; each starts as soon as a
-  // slot frees, so a slot does not wait for the scheduler between two
-  // short tasks (docs/PROTOCOL.md, `hello`). Default: the queue's slots.
+  // Per queue, at most this many attempts taken beyond the slots; each
+  // starts as soon as a slot frees, so a slot does not wait for the
+  // scheduler between two short tasks. The scheduler sends only as many
+  // as the worker runs in about 20 ms (docs/PROTOCOL.md, `hello`).
+  // Default: kPrefetchPerSlot for each of the queue's slots.
   std::optional<uint32_t> prefetch;
+  static constexpr uint32_t kPrefetchPerSlot = 16;
   uint32_t PrefetchFor(uint32_t slots) const {
-    return prefetch.value_or(slots);
+    return prefetch.value_or(slots * kPrefetchPerSlot);
   }
   std::chrono::milliseconds heartbeat_interval{1000};
   // SIGTERM: how long running tasks may finish before they are handed back.
@@ -64,6 +73,8 @@ struct WorkerOptions {
 // How long a `started` report waits for the attempt's result before it is
 // sent on its own (docs/PROTOCOL.md).
 inline constexpr std::chrono::milliseconds kStartedHold{20};
+// The longest a result waits to go out with others (docs/PROTOCOL.md).
+inline constexpr std::chrono::milliseconds kResultHold{5};
 
 class Worker {
  public:
@@ -102,6 +113,8 @@ class Worker {
   void OnAssign(const Assign& a);
   // Attempts of `queue` running or waiting for a slot.
   uint32_t InQueue(const std::string& queue) const;
+  // Those of them waiting for a slot.
+  uint32_t Waiting(const std::string& queue) const;
   // Drops an attempt that has not started; false if it has.
   bool DropWaiting(const AttemptRef& ref);
   // Reports a dropped attempt as a stopped one is: a cancelled result.
@@ -117,11 +130,19 @@ class Worker {
     std::string frame;
   };
   void DrainOutbox();
-  void Post(Outgoing message);
+  // `wake`: wakes the loop for it; otherwise it is read at the loop's next
+  // turn, within kResultHold (a result that may be held anyway).
+  void Post(Outgoing message, bool wake = true);
   // Sends the held `started` reports due by `now` (all of them if `now` is
   // nullopt); returns when the next one is due, or 0.
   TimeMs SendHeldStarted(std::optional<TimeMs> now);
   std::string State();
+  // Whether the held results may wait for more: every queue they came from
+  // still has at least half as many attempts waiting for a slot as it had
+  // since results were last sent (and one), and the oldest has waited less
+  // than kResultHold.
+  bool MayHoldResults(TimeMs now);
+  void SendHeldResults();
 
   WorkerOptions options_;
   std::map<std::string, std::unique_ptr<Runtime>> runtimes_;
@@ -140,6 +161,17 @@ class Worker {
 
   std::map<AttemptRef, std::unique_ptr<Attempt>> running_;
   std::map<AttemptRef, std::string> unacked_;  // result frames
+  // Results not sent yet (their frames are in unacked_), with the queue
+  // each attempt ran on; since when the first of them waits.
+  std::vector<std::pair<AttemptRef, std::string>> held_results_;
+  TimeMs results_held_since_ = 0;
+  // Per queue: the most attempts that waited for a slot at once since
+  // results were last sent, and how many must still wait for its results
+  // to be held: half that, and at least one. The thresholds are read by
+  // the task threads, which wake the loop only for a result it sends.
+  std::map<std::string, uint32_t> peak_waiting_;
+  std::map<std::string, std::atomic<uint32_t>> hold_threshold_;
+  void SetPeakWaiting(const std::string& queue, uint32_t peak);
   // Attempts whose `started` is held back until due (kStartedHold after
   // they start), or that wait for a slot.
   std::set<AttemptRef> held_started_;
