@@ -74,9 +74,9 @@ int main(int argc, char** argv) {
                  "NAME:SLOTS, repeatable (default: default:<cores>)")
       ->check(QueueValidator());
   app.add_option("--prefetch", prefetch,
-                 "per queue, tasks taken beyond the slots and started as "
-                 "soon as one frees (default: the queue's slots); 0 for "
-                 "long tasks on several workers")
+                 "per queue, at most this many tasks taken beyond the "
+                 "slots and started as soon as one frees; the scheduler "
+                 "sends about 20 ms of work (default: 16 a slot; 0: none)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--runtime", runtimes,
                  "docker or shell, repeatable (default: docker)")
