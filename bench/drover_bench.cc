@@ -959,6 +959,9 @@ int Main(int argc, char** argv) {
   const auto t0 = Clock::now();
   for (const auto& [name, run] : runs) {
     if (!o.workloads.count(name)) continue;
+    // What the previous workload left in the page cache is written out
+    // first, so its writeback does not run during this one's measurements.
+    ::sync();
     const auto started = Clock::now();
     Status s = run(o, counts);
     if (!s.ok()) {

@@ -371,8 +371,11 @@ TEST_CASE("TaskThreads.AWaitingJobCanBeCancelledAStartedOneCannot") {
     REQUIRE(cv.wait_for(lock, std::chrono::seconds(10), [&] { return started; }));
   }
   CHECK_FALSE(threads.Cancel(first));  // running
+  CHECK(threads.Waiting("q") == 2);
+  CHECK(threads.Waiting("elsewhere") == 0);
   CHECK(threads.Cancel(second));        // waiting for the slot
   CHECK_FALSE(threads.Cancel(second));  // already gone
+  CHECK(threads.Waiting("q") == 1);
   {
     std::lock_guard lock(mu);
     release = true;
@@ -380,6 +383,7 @@ TEST_CASE("TaskThreads.AWaitingJobCanBeCancelledAStartedOneCannot") {
   cv.notify_all();
   threads.WaitIdle();
   CHECK(ran.load() == 1);  // only the third
+  CHECK(threads.Waiting("q") == 0);
   CHECK_FALSE(threads.Cancel(third));
 }
 

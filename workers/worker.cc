@@ -228,7 +228,10 @@ void Worker::DrainOutbox() {
       case Outgoing::Kind::kResult: {
         // Ended within the hold: the result says when it started.
         held_started_.erase(m.ref);
-        if (held_results_.empty()) results_held_since_ = clock_.Now();
+        // Held since it was posted: the loop may have learnt of it later.
+        if (held_results_.empty() || m.at < results_held_since_) {
+          results_held_since_ = m.at;
+        }
         auto a = running_.find(m.ref);
         held_results_.emplace_back(
             m.ref, a == running_.end() ? "" : a->second->queue);
@@ -415,7 +418,9 @@ void Worker::OnAssign(const Assign& a) {
         // the waiting ones starts on this thread next).
         const bool wake = threads_.Waiting(queue) <=
                           hold_threshold_.at(queue).load();
-        Post({Outgoing::Kind::kResult, ref, Encode(result)}, wake);
+        Post({Outgoing::Kind::kResult, ref, Encode(result),
+              result.finished_at_ms},
+             wake);
       });
   running_[a.ref] = std::move(attempt);
   if (const uint32_t waiting = Waiting(a.queue);

@@ -128,6 +128,7 @@ class Worker {
     Kind kind;
     AttemptRef ref;
     std::string frame;
+    TimeMs at = 0;  // when it was posted
   };
   void DrainOutbox();
   // `wake`: wakes the loop for it; otherwise it is read at the loop's next
