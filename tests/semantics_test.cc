@@ -1115,6 +1115,34 @@ name = "look-again"
 run = "ls -A \"$DROVER_SCRATCH\" | wc -l > \"$DROVER_OUTPUT\""
 
 [[tasks]]
+name = "settle"
+run = "sleep 2.2; echo settled > \"$DROVER_OUTPUT\""
+
+[[tasks]]
+name = "quiet"
+run = "true"
+
+[[tasks]]
+name = "litter-late"
+run = "touch \"$DROVER_SCRATCH/late\""
+
+[[tasks]]
+name = "look-late"
+run = "ls -A \"$DROVER_SCRATCH\" | wc -l > \"$DROVER_OUTPUT\""
+
+[[tasks]]
+name = "link"
+run = "echo linked > \"$DROVER_SCRATCH/../../linked\"; ln -sf \"$DROVER_SCRATCH/../../linked\" \"$DROVER_OUTPUT\""
+
+[[tasks]]
+name = "hard-link"
+run = "echo kept > \"$DROVER_SCRATCH/../../kept\"; ln -f \"$DROVER_SCRATCH/../../kept\" \"$DROVER_OUTPUT\""
+
+[[tasks]]
+name = "after-link"
+run = "test -f \"$DROVER_OUTPUT\" && ! test -L \"$DROVER_OUTPUT\" && ! test -s \"$DROVER_OUTPUT\" && echo fresh > \"$DROVER_OUTPUT\""
+
+[[tasks]]
 name = "plain"
 run = "true"
 
@@ -1129,6 +1157,18 @@ retry = { limit = 0 }
   CHECK(TaskNamed(job, "look").output == "0\n");
   CHECK(TaskNamed(job, "tidy").output == "tidy\n");
   CHECK(TaskNamed(job, "look-again").output == "0\n");
+  // A directory unchanged for a while is taken again without reading it,
+  // its output file emptied; one changed since is read again.
+  CHECK(TaskNamed(job, "settle").output == "settled\n");
+  CHECK(TaskNamed(job, "quiet").output.value_or("") == "");
+  CHECK(TaskNamed(job, "look-late").output == "0\n");
+  // An output file replaced by a link is read through it, and its
+  // directory is not used again.
+  CHECK(TaskNamed(job, "link").output == "linked\n");
+  CHECK(TaskNamed(job, "after-link").output == "fresh\n");
+  CHECK(ReadFile(c.dir() + "/work-w1/linked") == "linked\n");
+  CHECK(TaskNamed(job, "hard-link").output == "kept\n");
+  CHECK(ReadFile(c.dir() + "/work-w1/kept") == "kept\n");
   CHECK(TaskNamed(job, "plain").state == "COMPLETED");
   // A plain command runs without a shell, but one that cannot be run is
   // left to /bin/sh, which says so as always.

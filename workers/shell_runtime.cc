@@ -75,21 +75,32 @@ void AwaitExit(pid_t pid, std::chrono::milliseconds timeout) {
   close(fd);
 }
 
-// The first `limit` bytes of the file at `path` (empty if it cannot be read).
-// Read in small pieces: most outputs are empty or short.
-std::string ReadAtMost(const std::filesystem::path& path, size_t limit) {
-  std::string data;
-  Fd f{open(path.c_str(), O_RDONLY | O_CLOEXEC)};
-  if (f.fd < 0) return data;
+// Reads the first `limit` bytes of the attempt's output file into `out`
+// and empties the file for the next attempt in its directory. Returns
+// whether the file is still a plain file of its own (not a link, nor linked
+// from elsewhere): only then is it emptied, and the directory used again.
+// A file behind a symbolic link is read all the same; anything but a
+// regular file (a fifo, a device) is not read at all.
+bool TakeOutput(const std::filesystem::path& path, size_t limit,
+                std::string* out) {
+  int fd = open(path.c_str(), O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+  bool own = fd >= 0;
+  if (fd < 0) fd = open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) return false;
+  Fd f{fd};
+  struct stat st;
+  if (fstat(f.fd, &st) != 0 || !S_ISREG(st.st_mode)) return false;
+  own = own && st.st_nlink == 1;
+  if (st.st_size == 0) return own;  // most tasks write none
   char buf[4096];
-  while (data.size() < limit) {
+  while (out->size() < limit) {
     const ssize_t n =
-        read(f.fd, buf, std::min(sizeof buf, limit - data.size()));
+        read(f.fd, buf, std::min(sizeof buf, limit - out->size()));
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;
-    data.append(buf, static_cast<size_t>(n));
+    out->append(buf, static_cast<size_t>(n));
   }
-  return data;
+  return own && ftruncate(f.fd, 0) == 0;
 }
 
 std::string Describe(std::chrono::milliseconds d) {
@@ -266,45 +277,85 @@ ShellRuntime::ShellRuntime(std::filesystem::path work_dir,
 
 ShellRuntime::~ShellRuntime() {
   std::error_code ec;
-  for (const std::filesystem::path& dir : spare_dirs_) {
-    std::filesystem::remove_all(dir, ec);
+  for (const AttemptDir& dir : spare_dirs_) {
+    std::filesystem::remove_all(dir.path, ec);
   }
 }
 
-Result<std::filesystem::path> ShellRuntime::TakeDir() {
+Result<ShellRuntime::AttemptDir> ShellRuntime::TakeDir() {
   {
     std::lock_guard lock(mu_);
     if (!spare_dirs_.empty()) {
-      std::filesystem::path dir = std::move(spare_dirs_.back());
+      AttemptDir dir = std::move(spare_dirs_.back());
       spare_dirs_.pop_back();
       return dir;
     }
   }
   // Plain system calls rather than std::filesystem's, which stat every
   // path component.
-  std::filesystem::path dir = work_dir_ / ("attempt-" + UniqueSuffix());
-  const std::filesystem::path scratch = dir / "scratch";
-  if (mkdir(dir.c_str(), 0755) != 0 || mkdir(scratch.c_str(), 0755) != 0) {
+  AttemptDir dir;
+  dir.path = work_dir_ / ("attempt-" + UniqueSuffix());
+  const std::filesystem::path scratch = dir.path / "scratch";
+  const std::filesystem::path output = dir.path / "output";
+  int fd = -1;
+  if (mkdir(dir.path.c_str(), 0755) != 0 || mkdir(scratch.c_str(), 0755) != 0 ||
+      (fd = open(output.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
+                 0644)) < 0) {
     const std::string why = strerror(errno);
     std::error_code ec;
-    std::filesystem::remove_all(dir, ec);
+    std::filesystem::remove_all(dir.path, ec);
     return Status::IOError("cannot create the scratch directory " +
                            scratch.string() + ": " + why);
   }
+  close(fd);
   return dir;
 }
 
-void ShellRuntime::ReturnDir(const std::filesystem::path& dir) {
-  if (HoldsOnly(dir, {{"scratch", DT_DIR},
-                      {"output", DT_REG},
-                      {"hook-output", DT_REG}}) &&
-      HoldsOnly(dir / "scratch", {})) {
-    std::lock_guard lock(mu_);
-    spare_dirs_.push_back(dir);
-    return;
+namespace {
+
+bool SameStat(const struct stat& a, const struct stat& b) {
+  return a.st_dev == b.st_dev && a.st_ino == b.st_ino &&
+         a.st_mode == b.st_mode && a.st_uid == b.st_uid &&
+         a.st_nlink == b.st_nlink && a.st_mtim.tv_sec == b.st_mtim.tv_sec &&
+         a.st_mtim.tv_nsec == b.st_mtim.tv_nsec &&
+         a.st_ctim.tv_sec == b.st_ctim.tv_sec &&
+         a.st_ctim.tv_nsec == b.st_ctim.tv_nsec;
+}
+
+// Whether nothing changed in the directory `st` describes for a second
+// (two clock seconds apart: at least one whole second).
+bool Settled(const struct stat& st) {
+  timespec now;
+  clock_gettime(CLOCK_REALTIME, &now);
+  return now.tv_sec - std::max(st.st_mtim.tv_sec, st.st_ctim.tv_sec) >= 2;
+}
+
+}  // namespace
+
+void ShellRuntime::ReturnDir(AttemptDir dir, bool reusable) {
+  const std::filesystem::path scratch = dir.path / "scratch";
+  struct stat top, sc;
+  if (reusable && lstat(dir.path.c_str(), &top) == 0 &&
+      lstat(scratch.c_str(), &sc) == 0) {
+    // Entries are made, removed or renamed in a directory only by changing
+    // its times: one whose times have not moved since it was last found as
+    // drover made it still is, and need not be read again.
+    const bool unchanged = dir.top.trusted && dir.scratch.trusted &&
+                           SameStat(top, dir.top.st) &&
+                           SameStat(sc, dir.scratch.st);
+    if (unchanged || (HoldsOnly(dir.path, {{"scratch", DT_DIR},
+                                           {"output", DT_REG},
+                                           {"hook-output", DT_REG}}) &&
+                      HoldsOnly(scratch, {}))) {
+      dir.top = {top, Settled(top)};
+      dir.scratch = {sc, Settled(sc)};
+      std::lock_guard lock(mu_);
+      spare_dirs_.push_back(std::move(dir));
+      return;
+    }
   }
   std::error_code ec;
-  std::filesystem::remove_all(dir, ec);
+  std::filesystem::remove_all(dir.path, ec);
 }
 
 RunOutcome ShellRuntime::Run(const TaskRun& task, LogSink& logs,
@@ -313,13 +364,13 @@ RunOutcome ShellRuntime::Run(const TaskRun& task, LogSink& logs,
   // An attempt's directory: its scratch directory and output files. One
   // that an attempt leaves as it found it serves a later attempt: making
   // and removing two directories costs ten times more than checking them.
-  Result<std::filesystem::path> taken = TakeDir();
+  Result<AttemptDir> taken = TakeDir();
   if (!taken.ok()) {
     out.error = taken.status().message();
     out.infrastructure = true;
     return out;
   }
-  const std::filesystem::path dir = std::move(*taken);
+  const std::filesystem::path dir = taken->path;
   const std::filesystem::path scratch = dir / "scratch";
   const std::filesystem::path output = dir / "output";
   // The task's output is what its main process writes, as with the Docker
@@ -331,11 +382,14 @@ RunOutcome ShellRuntime::Run(const TaskRun& task, LogSink& logs,
     step_task.job_id = task.job_id;
     step_task.attempt = task.attempt;
     const std::filesystem::path& out_file = what.empty() ? output : hook_output;
-    // Exists and is empty when the step starts.
-    const int fd = open(out_file.c_str(),
-                        O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
-                        0644);
-    if (fd >= 0) close(fd);
+    // Exists and is empty when the step starts: the main task's output file
+    // is made with the directory and emptied when it has been read.
+    if (!what.empty()) {
+      const int fd = open(out_file.c_str(),
+                          O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
+                          0644);
+      if (fd >= 0) close(fd);
+    }
     Step s = RunProcess(step_task, scratch, out_file, logs, stop, kill_grace_);
     if (s.error.empty() && s.exit_code != 0) {
       s.error = "exited with code " + std::to_string(s.exit_code);
@@ -369,10 +423,12 @@ RunOutcome ShellRuntime::Run(const TaskRun& task, LogSink& logs,
   out.error = result.error;
   out.timed_out = result.timed_out;
   out.cancelled = result.cancelled;
-  // The file may hold an earlier attempt's output if this one's main task
-  // never started.
-  if (main_ran) out.output = ReadAtMost(output, kMaxOutputBytes);
-  ReturnDir(dir);
+  // Read, and emptied, even if the main task never ran: its pre tasks
+  // know where it is, and what they wrote there is not the output.
+  std::string written;
+  const bool own_output = TakeOutput(output, kMaxOutputBytes, &written);
+  if (main_ran) out.output = std::move(written);
+  ReturnDir(std::move(*taken), own_output);
   return out;
 }
 
