@@ -20,6 +20,7 @@
 #include <random>
 #include <set>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "drover/job_spec.h"
@@ -149,7 +150,7 @@ class Plan {
 
   PlanOptions options_;
   std::mt19937_64 rng_;
-  std::map<std::string, std::unique_ptr<Job>> jobs_;
+  std::unordered_map<std::string, std::unique_ptr<Job>> jobs_;
   std::vector<std::unique_ptr<Job>> ended_;  // see Job::ended
   std::map<std::string, std::unique_ptr<Worker>> workers_;
   std::map<std::string, std::deque<TaskKey>> ready_;  // by queue
