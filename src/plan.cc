@@ -606,7 +606,8 @@ void Plan::OnResult(const std::string& worker, const TaskResult& m, TimeMs now,
     if (auto r = w.running.find(m.ref); r != w.running.end()) {
       // An eighth of the newest: a few long tasks among short ones soon
       // stop the holding, and it resumes as soon after them.
-      const double ran = static_cast<double>(m.finished_at_ms - m.started_at_ms);
+      const double ran =
+          static_cast<double>(m.finished_at_ms - m.started_at_ms);
       auto [mean, first] = w.run_ms.try_emplace(r->second.queue, ran);
       if (!first) mean->second += (ran - mean->second) / 8;
     }

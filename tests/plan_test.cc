@@ -243,7 +243,9 @@ TEST_CASE("Plan.AWorkerHoldsWhatItRunsInTheHoldHorizon") {
   f.Tick();
   CHECK(f.TakeAssigns().empty());
   CHECK(held() == 29);
-  for (int i = 0; i < 29; ++i) f.Result("w", more[i].second.ref, 0, "", "", 2000ms);
+  for (int i = 0; i < 29; ++i) {
+    f.Result("w", more[i].second.ref, 0, "", "", 2000ms);
+  }
   f.Result("w", assigns[3].second.ref, 0, "", "", 2000ms);
   f.Tick();
   // One held attempt is left, now running; the slot that freed is
