@@ -160,6 +160,8 @@ const std::vector<ConfigKey>& WorkerConfigKeys() {
       {"prefetch", ConfigKind::kInteger},
       {"runtime", ConfigKind::kStringList},
       {"docker-socket", ConfigKind::kString},
+      {"docker-output", ConfigKind::kString},
+      {"docker-daemon-work-dir", ConfigKind::kString},
       {"work-dir", ConfigKind::kString},
       {"heartbeat-interval", ConfigKind::kDuration},
       {"shutdown-grace", ConfigKind::kDuration},

@@ -307,7 +307,8 @@ TEST_CASE("Config.BadConfigStopsTheDaemonsWithLocatedErrors") {
                                 "queue = [\"default:none\"]\n"
                                 "runtime = [\"shell\", \"vm\"]\n"
                                 "shutdown-grace = \"forever\"\n"
-                                "tasks = \"localhost:7701\"\n");
+                                "tasks = \"localhost:7701\"\n"
+                                "docker-output = \"volume\"\n");
   r = RunCommand({BuildPath("drover-worker"), "--config", w}, {}, 10s);
   CHECK(r.exit_code == 2);
   CHECK(r.err == w +
@@ -322,7 +323,18 @@ TEST_CASE("Config.BadConfigStopsTheDaemonsWithLocatedErrors") {
                      w +
                      ":4:9: error: 'tasks': 'localhost:7701' is not an "
                      "endpoint such as tcp://127.0.0.1:7700 or "
-                     "ipc:///run/drover/api\n");
+                     "ipc:///run/drover/api\n" +
+                     w +
+                     ":5:17: error: 'docker-output': 'volume' is not an "
+                     "output method: bind or archive\n");
+  // A daemon's view of the work dir means nothing without a work dir.
+  r = RunCommand({BuildPath("drover-worker"), "--docker-daemon-work-dir",
+                  "/srv/work"},
+                 {}, 10s);
+  CHECK(r.exit_code == 2);
+  CHECK(r.err ==
+        "drover-worker: --docker-daemon-work-dir needs --work-dir, and must "
+        "be absolute\n");
 
   r = RunCommand({BuildPath("droverd"), "--config", t.path() + "/none.toml"},
                  {}, 10s);

@@ -357,6 +357,56 @@ cmd = ["/bin/sh", "-c", "echo argv-form; exit 0"]
   ExpectNoOutputDirs(c, "dk-ok");
 }
 
+// A task that says which way its output file leaves the container: with
+// the bind method /drover is a mount point.
+std::string WhichOutputJob(const std::string& queue) {
+  return "name = \"output method\"\nqueue = \"" + queue + "\"\n" + R"toml(
+[[tasks]]
+name = "which"
+image = "drover-test/busybox:latest"
+run = "if grep -q ' /drover ' /proc/mounts; then m=bind; else m=archive; fi; printf $m > $DROVER_OUTPUT"
+)toml";
+}
+
+TEST_CASE("DockerE2E.OutputMethodFlags") {
+  if (!DockerAvailable()) return;
+  Cluster c;
+  c.StartScheduler();
+  // "dk-alias" tells the daemon its work dir by another name, a link.
+  fs::create_symlink(fs::path(c.dir()) / "work-dk-alias",
+                     fs::path(c.dir()) / "alias");
+  const std::pair<std::string, std::vector<std::string>> workers[] = {
+      {"dk-bind", {}},
+      {"dk-archive", {"--docker-output", "archive"}},
+      {"dk-alias", {"--docker-daemon-work-dir", c.dir() + "/alias"}},
+      {"dk-unseen",
+       {"--docker-daemon-work-dir", "/nonexistent-drover-work-dir"}},
+  };
+  for (const auto& [name, flags] : workers) {
+    std::vector<std::string> args = {"--queue", name + ":1"};
+    args.insert(args.end(), flags.begin(), flags.end());
+    StartDockerWorker(c, name, SharedSocket(), args);
+  }
+  std::map<std::string, std::string> method;
+  for (const auto& [name, flags] : workers) {
+    WaitReady(c, name);
+    JobView job = c.Wait(c.Submit(WhichOutputJob(name)), 60s);
+    REQUIRE_MESSAGE(job.state == "COMPLETED",
+                    name << ": " << job.tasks.at(0).error.value_or(""));
+    method[name] = job.tasks.at(0).output.value_or("");
+    ExpectNothingLeftOf(job.id);
+    ExpectNoOutputDirs(c, name);
+  }
+  CHECK(method["dk-bind"] == "bind");
+  CHECK(method["dk-archive"] == "archive");
+  CHECK(method["dk-alias"] == "bind");
+  // A daemon that cannot see the path it is given refuses the mount: the
+  // worker says so once and goes on with the archive method.
+  CHECK(method["dk-unseen"] == "archive");
+  const std::string log = ReadFile(c.dir() + "/worker-dk-unseen.log");
+  CHECK_MESSAGE(log.find("does not see") != std::string::npos, log);
+}
+
 TEST_CASE("DockerE2E.FailedJobLeavesNothing") {
   if (!DockerAvailable()) return;
   Cluster c;

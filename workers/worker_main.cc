@@ -60,6 +60,7 @@ int main(int argc, char** argv) {
   std::string config, log_level = "info", heartbeat_interval = "1s",
                       shutdown_grace = "30s";
   std::string docker_socket = "/var/run/docker.sock", work_dir;
+  std::string docker_output = "bind", docker_daemon_work_dir;
   std::vector<std::string> queues, runtimes;
   int64_t prefetch = -1;
   app.add_option("--config", config, "TOML config file");
@@ -88,6 +89,22 @@ int main(int argc, char** argv) {
           "docker|shell"));
   app.add_option("--docker-socket", docker_socket, "Docker Engine API socket")
       ->capture_default_str();
+  app.add_option("--docker-output", docker_output,
+                 "how a Docker task's output file leaves its container: "
+                 "bind (a directory of the work dir mounted into it; "
+                 "archive if the daemon cannot see it) or archive (the "
+                 "archive API: any daemon, slower)")
+      ->capture_default_str()
+      ->check(CLI::Validator(
+          [](std::string& m) -> std::string {
+            if (m == "bind" || m == "archive") return "";
+            return "'" + m + "' is not an output method: bind or archive";
+          },
+          "bind|archive"));
+  app.add_option("--docker-daemon-work-dir", docker_daemon_work_dir,
+                 "the work dir as the Docker daemon sees it, if that "
+                 "differs (a worker in a container, its work dir mounted "
+                 "from the host); needs --work-dir");
   app.add_option("--work-dir", work_dir,
                  "scratch space: shell tasks' files, Docker tasks' output "
                  "dirs (default: a temp dir)");
@@ -132,6 +149,11 @@ int main(int argc, char** argv) {
   if (o.queues.empty()) {
     o.queues["default"] = std::max(1u, std::thread::hardware_concurrency());
   }
+  if (!docker_daemon_work_dir.empty() &&
+      (work_dir.empty() || docker_daemon_work_dir.front() != '/')) {
+    return usage(
+        "--docker-daemon-work-dir needs --work-dir, and must be absolute");
+  }
   if (prefetch > 100000) return usage("--prefetch must be at most 100000");
   if (prefetch >= 0) o.prefetch = static_cast<uint32_t>(prefetch);
   // Both checked by DurationValidator, from the flag or the file.
@@ -163,6 +185,10 @@ int main(int argc, char** argv) {
       // into each container, or through the archive API for a daemon that
       // does not see this host's files (docs/DOCKER.md).
       options.work_dir = work_dir;
+      options.daemon_work_dir = docker_daemon_work_dir;
+      options.output = docker_output == "archive"
+                           ? DockerOutputMethod::kArchive
+                           : DockerOutputMethod::kBind;
       options.warn = [](const std::string& m) {
         spdlog::warn("docker: {}", m);
       };
