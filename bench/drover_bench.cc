@@ -67,7 +67,8 @@
 // 5 / 2 rounds. Also printed: `cores N cores`.
 //
 // DROVER_BENCH_DROVERD_PREFIX, when set, is put in front of every droverd
-// command line (e.g. "valgrind --tool=callgrind"), for profiling; see
+// command line (e.g. "valgrind --tool=callgrind"), for profiling, and
+// DROVER_BENCH_WORKER_FLAGS is added to every drover-worker's; see
 // docs/PERFORMANCE.md. Not a test: it asserts nothing, and no timing
 // assertion belongs in `make test`.
 #include <fcntl.h>
