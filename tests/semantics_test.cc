@@ -1143,6 +1143,16 @@ name = "after-link"
 run = "test -f \"$DROVER_OUTPUT\" && ! test -L \"$DROVER_OUTPUT\" && ! test -s \"$DROVER_OUTPUT\" && echo fresh > \"$DROVER_OUTPUT\""
 
 [[tasks]]
+name = "hook-link"
+run = "true"
+pre = [{ name = "link", run = "echo hooked > \"$DROVER_SCRATCH/../../hooked\"; ln -f \"$DROVER_SCRATCH/../../hooked\" \"$DROVER_OUTPUT\"" }]
+
+[[tasks]]
+name = "hook-again"
+run = "true"
+pre = [{ name = "empty", run = "test -f \"$DROVER_OUTPUT\" && ! test -s \"$DROVER_OUTPUT\"" }]
+
+[[tasks]]
 name = "plain"
 run = "true"
 
@@ -1169,6 +1179,10 @@ retry = { limit = 0 }
   CHECK(ReadFile(c.dir() + "/work-w1/linked") == "linked\n");
   CHECK(TaskNamed(job, "hard-link").output == "kept\n");
   CHECK(ReadFile(c.dir() + "/work-w1/kept") == "kept\n");
+  // A pre task's output file is made anew for each: a file linked there
+  // by an earlier one is left as it was.
+  CHECK(TaskNamed(job, "hook-again").state == "COMPLETED");
+  CHECK(ReadFile(c.dir() + "/work-w1/hooked") == "hooked\n");
   CHECK(TaskNamed(job, "plain").state == "COMPLETED");
   // A plain command runs without a shell, but one that cannot be run is
   // left to /bin/sh, which says so as always.

@@ -383,11 +383,13 @@ RunOutcome ShellRuntime::Run(const TaskRun& task, LogSink& logs,
     step_task.attempt = task.attempt;
     const std::filesystem::path& out_file = what.empty() ? output : hook_output;
     // Exists and is empty when the step starts: the main task's output file
-    // is made with the directory and emptied when it has been read.
+    // is made with the directory and emptied when it has been read; a pre or
+    // post task's is made anew, so that what an earlier one linked there is
+    // never emptied.
     if (!what.empty()) {
+      unlink(out_file.c_str());
       const int fd = open(out_file.c_str(),
-                          O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
-                          0644);
+                          O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
       if (fd >= 0) close(fd);
     }
     Step s = RunProcess(step_task, scratch, out_file, logs, stop, kill_grace_);
