@@ -140,6 +140,18 @@ ScratchDir::~ScratchDir() {
 
 // ------------------------------------------------------------------- Daemon
 
+namespace {
+
+// Appends the blank-separated words of environment variable `name`, if set.
+void AppendWordsOf(const char* name, std::vector<std::string>& argv) {
+  const char* value = std::getenv(name);
+  if (value == nullptr) return;
+  std::istringstream words(value);
+  for (std::string w; words >> w;) argv.push_back(w);
+}
+
+}  // namespace
+
 Daemon::Daemon(const Setup& setup, std::string dir,
                std::vector<std::string> extra_flags)
     : setup_(setup),
@@ -152,10 +164,7 @@ Status Daemon::Start(bool wait_ready) {
   // For profiling: DROVER_BENCH_DROVERD_PREFIX="valgrind --tool=callgrind"
   // runs droverd under that command.
   std::vector<std::string> argv;
-  if (const char* prefix = std::getenv("DROVER_BENCH_DROVERD_PREFIX")) {
-    std::istringstream words(prefix);
-    for (std::string w; words >> w;) argv.push_back(w);
-  }
+  AppendWordsOf("DROVER_BENCH_DROVERD_PREFIX", argv);
   argv.insert(argv.end(),
               {setup_.build_dir + "/droverd", "--data-dir", data_dir(), "--api",
                api(), "--tasks", tasks(), "--heartbeat", heartbeat()});
@@ -199,10 +208,7 @@ std::unique_ptr<Process> Daemon::StartWorker(const std::string& name,
   argv.insert(argv.end(), flags.begin(), flags.end());
   // For experiments: DROVER_BENCH_WORKER_FLAGS="--prefetch 4" adds flags
   // to every drover-worker the bench starts.
-  if (const char* extra = std::getenv("DROVER_BENCH_WORKER_FLAGS")) {
-    std::istringstream words(extra);
-    for (std::string w; words >> w;) argv.push_back(w);
-  }
+  AppendWordsOf("DROVER_BENCH_WORKER_FLAGS", argv);
   return std::make_unique<Process>(argv, dir_ + "/worker-" + name + ".log");
 }
 

@@ -207,18 +207,17 @@ Status Server::Run() {
     // socket costs system calls of its own), each to its end or to the
     // turn's limit; one not read to its end is asked first next time.
     auto read = [&](size_t i, zmq::socket_t& socket, auto handle) {
-      if (!wait_.readable(i)) return;
       try {
-        for (int k = 0; k < kMaxMessagesPerTurn; ++k) {
+        wait_.ReadAll(i, kMaxMessagesPerTurn, [&] {
           auto frames = ReceiveMultipart(socket);
-          if (frames.empty()) return wait_.ReadToEnd(i);
+          if (frames.empty()) return false;
           handle(std::move(frames));
           ++received;
-        }
+          return true;
+        });
       } catch (const zmq::error_t& e) {
         spdlog::error("socket error: {}", e.what());
       }
-      wait_.Dirty(i);  // more may wait
     };
     read(kTasksSocket, tasks_,
          [&](std::vector<std::string> f) { HandleWorker(std::move(f), fx); });

@@ -241,9 +241,6 @@ void Worker::DrainOutbox() {
       }
     }
   }
-  if (!held_results_.empty() && !MayHoldResults(clock_.Now())) {
-    SendHeldResults();
-  }
 }
 
 uint32_t Worker::Waiting(const std::string& queue) const {
@@ -526,6 +523,8 @@ Status Worker::Run() {
   bool said_goodbye = false;
   while (true) {
     const TimeMs now = clock_.Now();
+    // Results that may wait no longer go first, ahead of a goodbye.
+    if (!held_results_.empty() && !MayHoldResults(now)) SendHeldResults();
     if (now >= next_tick_) {
       if (on_tick_) on_tick_();
       next_tick_ = now + tick_period_.count();
@@ -563,6 +562,7 @@ Status Worker::Run() {
         threads_.WaitIdle();  // the stopped attempts post their results
         running_.clear();
         DrainOutbox();
+        SendHeldResults();
         // Give queued frames a moment to leave before the context closes.
         dealer_.set(zmq::sockopt::linger, 1000);
         return Status::Ok();
@@ -576,9 +576,6 @@ Status Worker::Run() {
     if (now >= next_resend_) {
       for (const auto& [ref, f] : unacked_) Send(f);
       next_resend_ = now + 5000;
-    }
-    if (!held_results_.empty() && !MayHoldResults(clock_.Now())) {
-      SendHeldResults();
     }
     pollfd outbox = {event_fd_, POLLIN, 0};
     TimeMs wake = std::min(next_heartbeat_, next_tick_);
@@ -605,19 +602,16 @@ Status Worker::Run() {
     // of an empty ZeroMQ socket is system calls of its own); one that is
     // not is asked first next time.
     auto read = [&](size_t i, zmq::socket_t& socket, auto handle) {
-      if (!wait_.readable(i)) return;
       try {
-        for (int k = 0; k < 256; ++k) {
+        wait_.ReadAll(i, 256, [&] {
           zmq::message_t msg;
-          if (!socket.recv(msg, zmq::recv_flags::dontwait)) {
-            return wait_.ReadToEnd(i);
-          }
+          if (!socket.recv(msg, zmq::recv_flags::dontwait)) return false;
           handle(msg);
-        }
+          return true;
+        });
       } catch (const zmq::error_t& e) {
         spdlog::warn("socket error: {}", e.what());
       }
-      wait_.Dirty(i);  // more may wait
     };
     read(kDealerSocket, dealer_, [&](zmq::message_t& msg) {
       if (!msg.more()) return OnSchedulerMessage(msg.to_string());

@@ -10,8 +10,8 @@
 // asking: those whose descriptor fired, and those that may hold messages
 // their descriptor will not announce again — that the caller sent on (a
 // send may process the mailbox and swallow the news) or did not read to
-// the end (EAGAIN) since. The caller says so with Dirty(), and ReadToEnd()
-// when a read found a socket empty, which makes it clean again.
+// the end (EAGAIN) since. The caller says Dirty() after a send; ReadAll()
+// keeps track of the reads.
 #ifndef DROVER_SOCKET_WAIT_H_
 #define DROVER_SOCKET_WAIT_H_
 
@@ -32,17 +32,28 @@ class SocketWait {
   // Socket `i` may hold messages its descriptor will not announce: it was
   // sent on, or not read to its end.
   void Dirty(size_t i) { dirty_[i] = true; }
-  // A read of socket `i` found it empty: its descriptor announces the next
-  // message, whatever was sent on it before.
-  void ReadToEnd(size_t i) { dirty_[i] = false; }
   // Waits up to `timeout_ms` (0: not at all) until a socket may have a
   // message or one of `fds` polls ready (a negative fd is ignored; their
   // `revents` are filled in). Returns false if poll(2) failed other than
   // by EINTR.
   bool Wait(long timeout_ms, pollfd* fds = nullptr, size_t n_fds = 0);
-  // After Wait: read socket `i` until it has nothing (ReadToEnd), or mark
-  // it Dirty. May be true when there turns out to be nothing to read.
-  bool readable(size_t i) const { return readable_[i]; }
+  // After Wait: if socket `i` may hold messages, calls `read_one` (which
+  // reads one message and returns false if there was none) until the
+  // socket is empty or `limit` messages were read, and records which.
+  // An exception from `read_one` leaves the socket Dirty and propagates.
+  template <typename ReadOne>
+  void ReadAll(size_t i, int limit, ReadOne read_one) {
+    if (!readable_[i]) return;
+    Dirty(i);  // until it is found empty: more may wait
+    for (int k = 0; k < limit; ++k) {
+      // Found empty: its descriptor announces the next message, whatever
+      // was sent on it before.
+      if (!read_one()) {
+        dirty_[i] = false;
+        return;
+      }
+    }
+  }
 
  private:
   std::vector<zmq::socket_t*> sockets_;
