@@ -35,6 +35,7 @@ struct Plan::Job {
 struct Plan::Worker {
   std::string name;
   std::string instance;
+  std::string key;  // its connection's CURVE key; "" without --auth
   std::map<std::string, uint32_t> slots;
   std::map<std::string, uint32_t> prefetch;  // per queue (its hello)
   std::map<std::string, uint32_t> used;  // assigned, not ended
@@ -446,7 +447,28 @@ void Plan::Note(Job& job, uint32_t index, const std::string& text,
   fx.logs.emplace_back(job.rec.id, std::move(c));
 }
 
-void Plan::OnHello(const Hello& hello, TimeMs now, Effects& fx) {
+Status Plan::OnHello(const Hello& hello, const std::string& key, TimeMs now,
+                     Effects& fx) {
+  if (auto it = workers_.find(hello.name);
+      it != workers_.end() && it->second->alive) {
+    const Worker& held = *it->second;
+    // The same life (a reconnection) must come with the same key; another
+    // life only with the same key, which proves it is the same worker.
+    const bool same_worker = held.key == key &&
+                             (held.instance == hello.instance || !key.empty());
+    if (!same_worker) {
+      const int64_t window =
+          options_.heartbeat_interval.count() * options_.heartbeat_liveness;
+      return Status::AlreadyExists(
+          "the worker name '" + hello.name +
+          "' is taken by another worker that is still connected (last seen " +
+          FormatDuration(Millis(std::max<int64_t>(0, now - held.last_seen))) +
+          " ago); give this worker another --name, or, if it is the same "
+          "worker restarted, it is let in once the earlier one is declared "
+          "dead (within " +
+          FormatDuration(Millis(window)) + ")");
+    }
+  }
   auto& slot = workers_[hello.name];
   if (!slot) {
     slot = std::make_unique<Worker>();
@@ -459,6 +481,7 @@ void Plan::OnHello(const Hello& hello, TimeMs now, Effects& fx) {
   }
   const bool same_life = w.instance == hello.instance && w.alive;
   w.instance = hello.instance;
+  w.key = key;
   w.slots = hello.queues;
   w.prefetch = hello.prefetch;
   w.runtimes =
@@ -497,10 +520,15 @@ void Plan::OnHello(const Hello& hello, TimeMs now, Effects& fx) {
     }
   }
   fx.messages.emplace_back(hello.name, Encode(welcome));
+  return Status::Ok();
 }
 
-void Plan::OnHeartbeat(const WorkerHeartbeat& hb, TimeMs now, Effects& fx) {
+void Plan::OnHeartbeat(const WorkerHeartbeat& hb, const std::string& key,
+                       TimeMs now, Effects& fx) {
   auto it = workers_.find(hb.name);
+  // Another key's heartbeat for this name: not the worker's, and not
+  // answered either.
+  if (it != workers_.end() && it->second->key != key) return;
   if (it == workers_.end() || !it->second->alive ||
       it->second->instance != hb.instance) {
     // Unknown to this scheduler (it restarted), declared dead, or a new

@@ -81,9 +81,19 @@ class Plan {
   void FailUnloadable(JobRecord job, std::vector<TaskRecord> tasks,
                       const std::string& error, TimeMs now, Effects& fx);
 
-  // Worker channel.
-  void OnHello(const Hello& hello, TimeMs now, Effects& fx);
-  void OnHeartbeat(const WorkerHeartbeat& hb, TimeMs now, Effects& fx);
+  // Worker channel. `key` is the CURVE public key the message's connection
+  // authenticated with ("" without --auth): a worker is bound to the key
+  // of its first hello.
+  //
+  // A hello under the name of a worker that is alive is accepted only from
+  // the same life (its instance) or, with keys, from the same key (a
+  // restart); otherwise AlreadyExists, and nothing changes: a second worker
+  // never takes over the first one's name.
+  Status OnHello(const Hello& hello, const std::string& key, TimeMs now,
+                 Effects& fx);
+  // A heartbeat whose key is not the named worker's is ignored.
+  void OnHeartbeat(const WorkerHeartbeat& hb, const std::string& key,
+                   TimeMs now, Effects& fx);
   void OnStarted(const std::string& worker, const Started& m, TimeMs now,
                  Effects& fx);
   void OnLog(const std::string& worker, const LogData& m, Effects& fx);

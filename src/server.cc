@@ -46,25 +46,37 @@ std::optional<std::string> TextOrNull(const std::string& s) {
   return s;
 }
 
-// Receives every frame of one message; empty when nothing is waiting.
-std::vector<std::string> ReceiveMultipart(zmq::socket_t& socket) {
+// One message as received: its frames, and the CURVE key its connection
+// authenticated with ("" without --auth), which ZAP set as its User-Id.
+struct Received {
   std::vector<std::string> frames;
+  std::string key;
+};
+
+// Receives every frame of one message; no frames when nothing is waiting.
+Received ReceiveMultipart(zmq::socket_t& socket) {
+  Received r;
   while (true) {
     zmq::message_t msg;
     auto got = socket.recv(msg, zmq::recv_flags::dontwait);
     if (!got) break;
-    frames.emplace_back(msg.to_string());
-    if (!msg.more()) break;
-    if (frames.size() > 16) {
+    r.frames.emplace_back(msg.to_string());
+    if (!msg.more()) {
+      if (const char* user = zmq_msg_gets(msg.handle(), "User-Id")) {
+        r.key = user;
+      }
+      break;
+    }
+    if (r.frames.size() > 16) {
       // Drain and drop an absurd multipart message.
       while (msg.more() && socket.recv(msg, zmq::recv_flags::dontwait)) {
       }
-      frames.clear();
-      frames.emplace_back();
+      r.frames.clear();
+      r.frames.emplace_back();
       break;
     }
   }
-  return frames;
+  return r;
 }
 
 }  // namespace
@@ -94,7 +106,6 @@ Status Server::Start() {
       s->set(zmq::sockopt::linger, 0);
       s->set(zmq::sockopt::maxmsgsize, hard_cap);
     }
-    tasks_.set(zmq::sockopt::router_handover, 1);
     tasks_.set(zmq::sockopt::router_mandatory, 1);
     api_.set(zmq::sockopt::router_mandatory, 1);
   } catch (const zmq::error_t& e) {
@@ -209,9 +220,9 @@ Status Server::Run() {
     auto read = [&](size_t i, zmq::socket_t& socket, auto handle) {
       try {
         wait_.ReadAll(i, kMaxMessagesPerTurn, [&] {
-          auto frames = ReceiveMultipart(socket);
-          if (frames.empty()) return false;
-          handle(std::move(frames));
+          Received r = ReceiveMultipart(socket);
+          if (r.frames.empty()) return false;
+          handle(std::move(r));
           ++received;
           return true;
         });
@@ -220,12 +231,12 @@ Status Server::Run() {
       }
     };
     read(kTasksSocket, tasks_,
-         [&](std::vector<std::string> f) { HandleWorker(std::move(f), fx); });
-    read(kHeartbeatSocket, heartbeat_, [&](std::vector<std::string> f) {
-      if (f.size() == 1) HandleHeartbeat(f[0], fx);
+         [&](Received r) { HandleWorker(r.frames, r.key, fx); });
+    read(kHeartbeatSocket, heartbeat_, [&](Received r) {
+      if (r.frames.size() == 1) HandleHeartbeat(r.frames[0], r.key, fx);
     });
     read(kApiSocket, api_,
-         [&](std::vector<std::string> f) { HandleApi(std::move(f), fx); });
+         [&](Received r) { HandleApi(std::move(r.frames), fx); });
     if (watcher_ && !read_only_ &&
         ((fds[0].revents & POLLIN) || first_turn)) {
       for (const WatchedFile& f : watcher_->Take()) HandleWatched(f, fx);
@@ -428,8 +439,13 @@ void Server::SendReplies(std::vector<Reply>& replies, bool committed) {
 void Server::SendToWorkers(Effects& fx) {
   if (!fx.messages.empty()) wait_.Dirty(kTasksSocket);
   for (auto& [worker, body] : fx.messages) {
+    auto link = worker_link_.find(worker);
+    if (link == worker_link_.end()) {
+      spdlog::debug("message to worker {} dropped: not connected", worker);
+      continue;
+    }
     try {
-      if (!tasks_.send(zmq::buffer(worker),
+      if (!tasks_.send(zmq::buffer(link->second),
                        zmq::send_flags::sndmore | zmq::send_flags::dontwait) ||
           !tasks_.send(zmq::buffer(body), zmq::send_flags::dontwait)) {
         // A full queue: the heartbeat reconciliation requeues what was lost.
@@ -743,17 +759,39 @@ Result<JobView> Server::View(const std::string& job_id,
   return v;
 }
 
-void Server::HandleWorker(std::vector<std::string> frames, Effects& fx) {
+void Server::SendToLink(const std::string& link, const std::string& body) {
+  wait_.Dirty(kTasksSocket);
+  try {
+    if (!tasks_.send(zmq::buffer(link),
+                     zmq::send_flags::sndmore | zmq::send_flags::dontwait) ||
+        !tasks_.send(zmq::buffer(body), zmq::send_flags::dontwait)) {
+      spdlog::debug("worker channel: answer to a connection dropped: its "
+                    "queue is full");
+    }
+  } catch (const zmq::error_t& e) {
+    spdlog::debug("worker channel: answer to a connection dropped: {}",
+                  e.what());
+  }
+}
+
+void Server::HandleWorker(const std::vector<std::string>& frames,
+                          const std::string& key, Effects& fx) {
   if (frames.size() != 2) {
     spdlog::warn("worker channel: message of {} frames dropped",
                  frames.size());
     return;
   }
-  const std::string& worker = frames[0];
+  // The routing id names the connection, never the worker: ZeroMQ gives
+  // each connection its own, and the worker's name comes from its hello.
+  const std::string& link = frames[0];
   auto frame = Frame::Parse(frames[1]);
+  auto bound = link_worker_.find(link);
+  const std::string who =
+      bound != link_worker_.end() ? "worker " + bound->second
+                                  : "a worker connection";
   auto answer_error = [&](const Status& st) {
-    spdlog::warn("worker {}: message refused: {}", worker, st.message());
-    fx.messages.emplace_back(worker, ErrorFrame(0, st));
+    spdlog::warn("{}: message refused: {}", who, st.message());
+    SendToLink(link, ErrorFrame(0, st));
   };
   if (!frame.ok()) return answer_error(frame.status());
   const TimeMs now = clock_.Now();
@@ -761,15 +799,51 @@ void Server::HandleWorker(std::vector<std::string> frames, Effects& fx) {
   if (type == Hello::kType) {
     auto m = frame->As<Hello>();
     if (!m.ok()) return answer_error(m.status());
-    if (m->name != worker) {
-      return answer_error(Status::InvalidArgument(
-          "hello names '" + m->name + "' but the connection's routing id is '" +
-          worker + "'"));
+    if (m->name.empty()) {
+      return answer_error(Status::InvalidArgument("hello without a name"));
     }
-    spdlog::info("worker {} connected ({} running)", worker,
+    if (bound != link_worker_.end() && bound->second != m->name) {
+      return answer_error(Status::InvalidArgument(
+          "this connection is worker '" + bound->second +
+          "'; it cannot say hello as '" + m->name + "'"));
+    }
+    if (Status st = plan_.OnHello(*m, key, now, fx); !st.ok()) {
+      // A duplicate says hello every second: one line a minute of it.
+      if (TimeMs& last = refusals_logged_[m->name];
+          last == 0 || now - last >= 60'000) {
+        if (refusals_logged_.size() > 1024) refusals_logged_.clear();
+        refusals_logged_[m->name] = now;
+        spdlog::warn("worker {} refused: {}", m->name, st.message());
+      }
+      SendToLink(link, ErrorFrame(0, st));
+      return;
+    }
+    // The name moves to this connection; one it had before (a connection
+    // that dropped) is nobody's now.
+    if (auto old = worker_link_.find(m->name);
+        old != worker_link_.end() && old->second != link) {
+      link_worker_.erase(old->second);
+    }
+    worker_link_[m->name] = link;
+    link_worker_[link] = m->name;
+    spdlog::info("worker {} connected ({} running)", m->name,
                  m->running.size());
-    plan_.OnHello(*m, now, fx);
-  } else if (type == Started::kType) {
+    return;
+  }
+  if (bound == link_worker_.end()) {
+    // Not said hello on this connection (droverd restarted, or the
+    // connection is new): ask for one, at most once a second.
+    if (type == ErrorReply::kType) return;
+    TimeMs& last = announced_links_[link];
+    if (last == 0 || now - last >= 1000) {
+      if (announced_links_.size() > 1024) announced_links_.clear();
+      announced_links_[link] = now;
+      SendToLink(link, Encode(Announce{}));
+    }
+    return;
+  }
+  const std::string& worker = bound->second;
+  if (type == Started::kType) {
     auto m = frame->As<Started>();
     if (!m.ok()) return answer_error(m.status());
     plan_.OnStarted(worker, *m, now, fx);
@@ -801,7 +875,8 @@ void Server::HandleWorker(std::vector<std::string> frames, Effects& fx) {
   }
 }
 
-void Server::HandleHeartbeat(const std::string& frame, Effects& fx) {
+void Server::HandleHeartbeat(const std::string& frame, const std::string& key,
+                             Effects& fx) {
   // Subscription frames (0x00 / 0x01 + topic) come through XPUB too.
   if (!frame.empty() && (frame[0] == 0 || frame[0] == 1)) return;
   auto parsed = Frame::Parse(frame);
@@ -820,7 +895,7 @@ void Server::HandleHeartbeat(const std::string& frame, Effects& fx) {
     spdlog::warn("heartbeat channel: {}", hb.status().message());
     return;
   }
-  plan_.OnHeartbeat(*hb, clock_.Now(), fx);
+  plan_.OnHeartbeat(*hb, key, clock_.Now(), fx);
 }
 
 }  // namespace drover

@@ -16,6 +16,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include <zmq.hpp>
@@ -79,8 +80,13 @@ class Server {
   };
 
   void HandleApi(std::vector<std::string> frames, Effects& fx);
-  void HandleWorker(std::vector<std::string> frames, Effects& fx);
-  void HandleHeartbeat(const std::string& frame, Effects& fx);
+  // `key`: the CURVE key of the message's connection ("" without --auth).
+  void HandleWorker(const std::vector<std::string>& frames,
+                    const std::string& key, Effects& fx);
+  void HandleHeartbeat(const std::string& frame, const std::string& key,
+                       Effects& fx);
+  // Sends at once to a worker channel connection (an error, an announce).
+  void SendToLink(const std::string& link, const std::string& body);
   // Answers one client request; *acknowledges is set when the answer may
   // only go out once this turn's batch is durable.
   std::string HandleRequest(const std::string& body, Effects& fx,
@@ -156,6 +162,14 @@ class Server {
   // silently (a worker declared dead, degraded, gone).
   std::map<std::string, std::string> worker_states_;
   TimeMs next_heartbeat_ = 0;
+  // Worker channel connections (ROUTER routing ids) and the worker each
+  // said hello as: messages from a connection count for that worker only.
+  std::unordered_map<std::string, std::string> link_worker_;
+  std::unordered_map<std::string, std::string> worker_link_;
+  // Bounded: when a connection without a hello was last asked for one, and
+  // when a refused worker name was last logged.
+  std::unordered_map<std::string, TimeMs> announced_links_;
+  std::unordered_map<std::string, TimeMs> refusals_logged_;
   bool read_only_ = false;  // a write failed: accept no more changes
 };
 

@@ -407,6 +407,109 @@ TEST_CASE("Mesh.StoppedWorkerResultIsFencedOff") {
         "from-" + std::to_string(job.tasks[0].attempts));
 }
 
+// A second worker process started under a name in use (a copied config
+// file, say) is refused with a clear error and never takes the first one's
+// channel: the first finishes its task and reports it; the second gets in
+// only once the first has gone.
+TEST_CASE("Mesh.SecondWorkerUnderATakenNameNeverTakesOver") {
+  Cluster c;
+  c.StartScheduler();
+  Process& first = c.StartWorker("w1", {"--queue", "default:1"});
+  REQUIRE(Cluster::Eventually([&] { return c.Workers().size() == 1; }));
+  const std::string id = c.Submit(
+      "name = \"long\"\n[[tasks]]\nname = \"t\"\nrun = \"sleep 1; echo -n "
+      "$DROVER_ATTEMPT > $DROVER_OUTPUT\"\n");
+  REQUIRE(Cluster::Eventually(
+      [&] { return c.Status(id).tasks[0].state == "RUNNING"; }));
+  Process& second = c.StartWorker("w1", {"--queue", "default:8"});
+  const std::string second_log = second.log_path();
+  REQUIRE(Cluster::Eventually([&] {
+    return ReadFile(second_log).find("the scheduler refuses worker w1") !=
+           std::string::npos;
+  }, 5s));
+  CHECK(ReadFile(second_log).find("'w1' is taken by another worker") !=
+        std::string::npos);
+  JobView job = c.Wait(id);
+  CHECK(job.state == "COMPLETED");
+  CHECK(job.tasks[0].attempts == 1);
+  CHECK(job.tasks[0].output.value_or("") == "1");
+  auto workers = c.Workers();
+  REQUIRE(workers.size() == 1);
+  CHECK(workers[0].queues.at("default") == 1);  // still the first one's
+  // The first one gone, the second is let in after the liveness window.
+  first.Signal(SIGKILL);
+  first.Wait();
+  REQUIRE(Cluster::Eventually([&] {
+    auto ws = c.Workers();
+    return ws.size() == 1 && ws[0].state == "ready" &&
+           ws[0].queues.at("default") == 8;
+  }, 10s));
+  CHECK(c.Wait(c.Submit("name = \"after\"\n[[tasks]]\nname = \"t\"\n"
+                        "run = \"true\"\n"))
+            .state == "COMPLETED");
+}
+
+// Another process on the worker channel cannot report for a worker: a
+// result sent before any hello is not taken, a hello under the running
+// worker's name (even with its routing id) is refused, and the real worker
+// keeps its channel: its own result is the one recorded.
+TEST_CASE("Mesh.ForgedResultFromAnotherConnectionIsIgnored") {
+  Cluster c;
+  c.StartScheduler();
+  c.StartWorker("w1", {"--queue", "default:1"});
+  REQUIRE(Cluster::Eventually([&] { return c.Workers().size() == 1; }));
+  const std::string id = c.Submit(
+      "name = \"victim\"\n[[tasks]]\nname = \"t\"\nvar = \"v\"\n"
+      "run = \"sleep 1; echo -n real > $DROVER_OUTPUT\"\n"
+      "[[tasks]]\nname = \"u\"\nrun = \"echo -n {{ tasks.v }} > "
+      "$DROVER_OUTPUT\"\n");
+  REQUIRE(Cluster::Eventually(
+      [&] { return c.Status(id).tasks[0].state == "RUNNING"; }));
+  zmq::context_t ctx;
+  zmq::socket_t s(ctx, zmq::socket_type::dealer);
+  s.set(zmq::sockopt::linger, 0);
+  s.set(zmq::sockopt::rcvtimeo, 2000);
+  s.set(zmq::sockopt::routing_id, std::string("w1"));
+  s.connect(c.tasks_endpoint());
+  TaskResult forged;
+  forged.ref = AttemptRef{id, 0, 1};
+  forged.exit_code = 0;
+  forged.output = "forged; rm -rf /";
+  s.send(zmq::buffer(Encode(forged)), zmq::send_flags::none);
+  Hello h;
+  h.name = "w1";
+  h.instance = "intruder";
+  h.queues = {{"default", 64}};
+  h.runtimes = {"shell"};
+  s.send(zmq::buffer(Encode(h)), zmq::send_flags::none);
+  s.send(zmq::buffer(Encode(forged)), zmq::send_flags::none);
+  // What the intruder hears: at most an announce and the refusal.
+  std::set<std::string> heard;
+  zmq::message_t m;
+  while (s.recv(m)) {
+    auto f = Frame::Parse(m.to_string());
+    REQUIRE(f.ok());
+    heard.insert(f->type());
+    if (f->type() == "error") {
+      CHECK(f->As<ErrorReply>()->code == "AlreadyExists");
+      break;
+    }
+  }
+  CHECK(heard.count("error") == 1);
+  CHECK(heard.count("welcome") == 0);
+  CHECK(heard.count("assign") == 0);
+  JobView job = c.Wait(id);
+  CHECK(job.state == "COMPLETED");
+  CHECK(job.tasks[0].output.value_or("") == "real");
+  CHECK(job.tasks[1].output.value_or("") == "real");
+  CHECK(job.tasks[0].attempts == 1);
+  // The real worker was not cut off.
+  CHECK(c.Wait(c.Submit("name = \"after\"\n[[tasks]]\nname = \"t\"\n"
+                        "run = \"true\"\n"))
+            .tasks[0]
+            .worker.value_or("") == "w1");
+}
+
 TEST_CASE("Mesh.GarbageOnEverySchedulerSocket") {
   Cluster c;
   c.StartScheduler();
@@ -490,19 +593,21 @@ TEST_CASE("Mesh.GarbageToAWorker") {
   REQUIRE(router.recv(id));
   REQUIRE(router.recv(body));
   CHECK(Frame::Parse(body.to_string())->type() == "hello");
+  // The worker's connection, as ZeroMQ named it.
+  const std::string link = id.to_string();
   const std::string big(5 << 20, 'x');
   for (const std::string& g :
        {std::string(""), std::string("\xc1"), big, std::string("\x81\xa1v"),
         Encode(RawMessage{kProtocolVersion, "assign"}),
         Encode(RawMessage{kProtocolVersion, "nonsense"})}) {
-    router.send(zmq::buffer(std::string("target")), zmq::send_flags::sndmore);
+    router.send(zmq::buffer(link), zmq::send_flags::sndmore);
     router.send(zmq::buffer(g), zmq::send_flags::none);
     xpub.send(zmq::buffer(g), zmq::send_flags::none);
   }
   // Still serving: a real assignment runs and its result comes back.
   Welcome w;
   w.scheduler = "fake";
-  router.send(zmq::buffer(std::string("target")), zmq::send_flags::sndmore);
+  router.send(zmq::buffer(link), zmq::send_flags::sndmore);
   router.send(zmq::buffer(Encode(w)), zmq::send_flags::none);
   Assign a;
   a.ref = AttemptRef{"job1", 0, 1};
@@ -510,7 +615,7 @@ TEST_CASE("Mesh.GarbageToAWorker") {
   a.runtime = "shell";
   a.task.task_name = "t";
   a.task.run = "echo -n fine > $DROVER_OUTPUT";
-  router.send(zmq::buffer(std::string("target")), zmq::send_flags::sndmore);
+  router.send(zmq::buffer(link), zmq::send_flags::sndmore);
   router.send(zmq::buffer(Encode(a)), zmq::send_flags::none);
   bool got_result = false;
   for (int i = 0; i < 50 && !got_result; ++i) {

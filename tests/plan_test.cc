@@ -35,7 +35,8 @@ class Fixture {
              std::vector<std::string> runtimes = {"shell"},
              std::vector<AttemptRef> running = {},
              const std::string& instance = "",
-             std::map<std::string, uint32_t> prefetch = {}) {
+             std::map<std::string, uint32_t> prefetch = {},
+             const std::string& key = "") {
     drover::Hello h;
     h.prefetch = std::move(prefetch);
     h.name = name;
@@ -44,19 +45,21 @@ class Fixture {
     h.runtimes = std::move(runtimes);
     h.running = std::move(running);
     Effects fx;
-    plan_.OnHello(h, clock_.Now(), fx);
+    Status st = plan_.OnHello(h, key, clock_.Now(), fx);
+    REQUIRE_MESSAGE(st.ok(), st.ToString());
     Absorb(fx);
   }
 
   void Heartbeat(const std::string& name, std::vector<AttemptRef> held = {},
-                 const std::string& instance = "") {
+                 const std::string& instance = "",
+                 const std::string& key = "") {
     WorkerHeartbeat hb;
     hb.name = name;
     hb.instance = instance.empty() ? name + "-life1" : instance;
     hb.state = "ready";
     hb.attempts = std::move(held);
     Effects fx;
-    plan_.OnHeartbeat(hb, clock_.Now(), fx);
+    plan_.OnHeartbeat(hb, key, clock_.Now(), fx);
     Absorb(fx);
   }
 
@@ -592,18 +595,82 @@ TEST_CASE("Plan.CancelStopsRunningAndNeverStartsPending") {
   CHECK(f.TakeAssigns().empty());
 }
 
+// With keys, a new life under the same key is the same worker restarted.
 TEST_CASE("Plan.RestartedWorkerLosesItsEarlierAttempts") {
+  Fixture f;
+  std::string job =
+      f.AddJob("name = \"x\"\n[[tasks]]\nname = \"t\"\nrun = \"true\"\n");
+  f.Hello("w", {{"default", 1}}, {"shell"}, {}, "", {}, "key-w");
+  f.Tick();
+  REQUIRE(f.TakeAssigns().size() == 1);
+  f.Hello("w", {{"default", 1}}, {"shell"}, {}, "w-life2", {}, "key-w");
+  f.Tick();
+  auto a = f.TakeAssigns();
+  REQUIRE(a.size() == 1);
+  CHECK(a[0].second.ref.attempt == 2);
+}
+
+// A second worker process under a name in use (by mistake or not) never
+// takes over the first one: its hello is refused while the first is alive,
+// and accepted only once the first has been declared dead.
+TEST_CASE("Plan.SecondWorkerUnderALiveNameIsRefused") {
   Fixture f;
   std::string job =
       f.AddJob("name = \"x\"\n[[tasks]]\nname = \"t\"\nrun = \"true\"\n");
   f.Hello("w", {{"default", 1}});
   f.Tick();
   REQUIRE(f.TakeAssigns().size() == 1);
-  f.Hello("w", {{"default", 1}}, {"shell"}, {}, "w-life2");
+  drover::Hello impostor;
+  impostor.name = "w";
+  impostor.instance = "other-process";
+  impostor.queues = {{"default", 8}};
+  impostor.runtimes = {"shell"};
+  Effects fx;
+  Status st = f.plan_.OnHello(impostor, "", f.clock_.Now(), fx);
+  CHECK(st.code() == Code::kAlreadyExists);
+  CHECK(st.message().find("'w' is taken") != std::string::npos);
+  CHECK(fx.empty());
+  // The first worker still holds its attempt and its slot.
+  CHECK(f.Task(job, 0).state == TaskState::kScheduled);
+  CHECK(f.Task(job, 0).worker == "w");
+  // Once the first goes silent and is declared dead, the name is free.
+  f.clock_.Advance(3500ms);
+  f.Tick();
+  CHECK(f.Task(job, 0).state == TaskState::kPending);
+  f.Hello("w", {{"default", 1}}, {"shell"}, {}, "other-process");
   f.Tick();
   auto a = f.TakeAssigns();
   REQUIRE(a.size() == 1);
   CHECK(a[0].second.ref.attempt == 2);
+}
+
+// With keys a worker is its key: no other key can say hello or beat under
+// its name, even knowing its instance.
+TEST_CASE("Plan.WorkerIsBoundToItsKey") {
+  Fixture f;
+  std::string job =
+      f.AddJob("name = \"x\"\n[[tasks]]\nname = \"t\"\nrun = \"true\"\n");
+  f.Hello("w", {{"default", 1}}, {"shell"}, {}, "w-life1", {}, "key-w");
+  f.Tick();
+  REQUIRE(f.TakeAssigns().size() == 1);
+  drover::Hello stolen;
+  stolen.name = "w";
+  stolen.instance = "w-life1";
+  stolen.queues = {{"default", 1}};
+  Effects fx;
+  CHECK(f.plan_.OnHello(stolen, "key-x", f.clock_.Now(), fx).code() ==
+        Code::kAlreadyExists);
+  // Heartbeats under another key neither keep it alive nor get answers.
+  for (int i = 0; i < 5; ++i) {
+    f.clock_.Advance(1000ms);
+    f.Heartbeat("w", {{job, 0, 1}}, "w-life1", "key-x");
+    f.Tick();
+  }
+  CHECK(f.SentTypes("w") == std::vector<std::string>{"welcome"});
+  CHECK(f.Task(job, 0).state == TaskState::kPending);
+  auto workers = f.plan_.Workers();
+  REQUIRE(workers.size() == 1);
+  CHECK(workers[0].state == "dead");
 }
 
 // Regression: a skip that ended the job from inside OnTaskDone (or Admit)

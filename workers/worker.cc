@@ -92,7 +92,12 @@ Worker::Worker(WorkerOptions options,
       ctx_(1),
       dealer_(ctx_, zmq::socket_type::dealer),
       heartbeat_(ctx_, zmq::socket_type::xsub),
-      wait_({&dealer_, &heartbeat_}) {
+      monitor_(ctx_, dealer_,
+               ZMQ_EVENT_HANDSHAKE_SUCCEEDED |
+                   ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
+                   ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                   ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL),
+      wait_({&dealer_, &heartbeat_, &monitor_.events()}) {
   for (const auto& [queue, slots] : options_.queues) {
     hold_threshold_[queue].store(1);
   }
@@ -112,7 +117,6 @@ Status Worker::Start() {
   event_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (event_fd_ < 0) return Status::Internal("eventfd failed");
   try {
-    dealer_.set(zmq::sockopt::routing_id, options_.name);
     dealer_.set(zmq::sockopt::linger, 0);
     dealer_.set(zmq::sockopt::maxmsgsize,
                 4 * static_cast<int64_t>(kMaxFrameBytes));
@@ -488,9 +492,39 @@ void Worker::OnSchedulerMessage(const std::string& body) {
     if (m.ok()) unacked_.erase(m->ref);
   } else if (type == ErrorReply::kType) {
     auto m = frame->As<ErrorReply>();
-    if (m.ok()) spdlog::warn("scheduler says: {}: {}", m->code, m->message);
+    if (!m.ok()) return;
+    if (m->code == CodeName(Code::kAlreadyExists)) {
+      // Its hello was refused: it says hello again every second.
+      LogRefusal("name", "the scheduler refuses worker " + options_.name +
+                             ": " + m->message);
+      return;
+    }
+    spdlog::warn("scheduler says: {}: {}", m->code, m->message);
   } else {
     spdlog::warn("unknown message type '{}' from the scheduler", type);
+  }
+}
+
+void Worker::LogRefusal(const std::string& what, const std::string& line) {
+  const TimeMs now = clock_.Now();
+  TimeMs& last = refusals_logged_[what];
+  if (last != 0 && now - last < 60'000) return;
+  last = now;
+  spdlog::error("{}", line);
+}
+
+void Worker::OnConnectionEvent(const SocketMonitor::Event& e) {
+  if (e.event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
+    // A new connection: the scheduler knows it by nobody's name yet.
+    spdlog::debug("connected to the scheduler at {}", e.endpoint);
+    SayHello();
+    return;
+  }
+  if (e.handshake_failed()) {
+    LogRefusal("handshake", "cannot connect to the scheduler at " +
+                                e.endpoint + ": " +
+                                SocketMonitor::Describe(e) +
+                                "; trying again");
   }
 }
 
@@ -621,6 +655,11 @@ Status Worker::Run() {
     });
     read(kHeartbeatSocket, heartbeat_, [&](zmq::message_t& msg) {
       OnHeartbeatMessage(msg.to_string());
+    });
+    wait_.ReadAll(kMonitorSocket, 64, [&] {
+      auto e = monitor_.Next();
+      if (e) OnConnectionEvent(*e);
+      return e.has_value();
     });
     if (outbox.revents & POLLIN) {
       uint64_t count;

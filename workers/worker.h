@@ -44,6 +44,7 @@
 #include "drover/clock.h"
 #include "drover/protocol.h"
 #include "drover/runtime.h"
+#include "drover/socket_monitor.h"
 #include "drover/socket_wait.h"
 #include "drover/status.h"
 #include "task_threads.h"
@@ -109,6 +110,11 @@ class Worker {
   struct Attempt;
 
   void OnSchedulerMessage(const std::string& body);
+  // A connection event of the worker channel: a new connection says hello
+  // (the scheduler knows connections, not names); a refused one is logged.
+  void OnConnectionEvent(const SocketMonitor::Event& e);
+  // Logs at error level at most once a minute per `what`.
+  void LogRefusal(const std::string& what, const std::string& line);
   void OnHeartbeatMessage(const std::string& body);
   void OnAssign(const Assign& a);
   // Attempts of `queue` running or waiting for a slot.
@@ -151,8 +157,10 @@ class Worker {
   zmq::context_t ctx_;
   zmq::socket_t dealer_;
   zmq::socket_t heartbeat_;
-  enum : size_t { kDealerSocket, kHeartbeatSocket };
-  SocketWait wait_;  // for the two sockets above, in that order
+  SocketMonitor monitor_;  // of dealer_
+  enum : size_t { kDealerSocket, kHeartbeatSocket, kMonitorSocket };
+  SocketWait wait_;  // for dealer_, heartbeat_ and monitor_, in that order
+  std::map<std::string, TimeMs> refusals_logged_;  // what -> when
   int event_fd_ = -1;
   std::atomic<bool> stop_{false};
 

@@ -1,0 +1,84 @@
+#include "drover/socket_monitor.h"
+
+#include <atomic>
+#include <cstring>
+
+namespace drover {
+namespace {
+
+std::string MonitorEndpoint() {
+  static std::atomic<uint64_t> next{0};
+  return "inproc://drover-monitor-" + std::to_string(next++);
+}
+
+}  // namespace
+
+bool SocketMonitor::Event::handshake_failed() const {
+  return event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH ||
+         event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL ||
+         event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL;
+}
+
+SocketMonitor::SocketMonitor(zmq::context_t& ctx, zmq::socket_t& socket,
+                             int mask)
+    : socket_(socket), pair_(ctx, zmq::socket_type::pair) {
+  const std::string endpoint = MonitorEndpoint();
+  if (zmq_socket_monitor(socket_.handle(), endpoint.c_str(), mask) != 0) {
+    throw zmq::error_t();
+  }
+  pair_.set(zmq::sockopt::linger, 0);
+  pair_.connect(endpoint);
+}
+
+SocketMonitor::~SocketMonitor() {
+  zmq_socket_monitor(socket_.handle(), nullptr, 0);
+}
+
+std::optional<SocketMonitor::Event> SocketMonitor::Next() {
+  try {
+    // Two frames: 6 bytes (uint16 event, uint32 value, host order), then
+    // the endpoint.
+    zmq::message_t head;
+    if (!pair_.recv(head, zmq::recv_flags::dontwait)) return std::nullopt;
+    Event e;
+    if (head.size() >= 6) {
+      std::memcpy(&e.event, head.data(), 2);
+      std::memcpy(&e.value, static_cast<const char*>(head.data()) + 2, 4);
+    }
+    if (head.more()) {
+      zmq::message_t endpoint;
+      if (pair_.recv(endpoint, zmq::recv_flags::dontwait)) {
+        e.endpoint = endpoint.to_string();
+      }
+    }
+    return e;
+  } catch (const zmq::error_t&) {
+    return std::nullopt;
+  }
+}
+
+std::string SocketMonitor::Describe(const Event& e) {
+  switch (e.event) {
+    case ZMQ_EVENT_HANDSHAKE_FAILED_AUTH:
+      return "the scheduler refused this key (ZAP status " +
+             std::to_string(e.value) + ")";
+    case ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL:
+      if (e.value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH) {
+        return "one side uses CURVE keys and the other does not (a "
+               "scheduler with --auth needs --key and --server-key)";
+      }
+      if (e.value == ZMQ_PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC) {
+        return "the CURVE handshake failed: the scheduler's key is not the "
+               "one given with --server-key";
+      }
+      return "the handshake failed (protocol error " +
+             std::to_string(e.value) + ")";
+    case ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+      return "the handshake failed (the scheduler refused this key or "
+             "cannot check it)";
+    default:
+      return "event " + std::to_string(e.event);
+  }
+}
+
+}  // namespace drover
