@@ -3,6 +3,8 @@
 #include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -146,6 +148,40 @@ CLI::Validator EndpointValidator() {
                "ipc:///run/drover/api";
       },
       "ENDPOINT");
+}
+
+void ProtectProcessMemory() {
+  const rlimit none = {0, 0};
+  setrlimit(RLIMIT_CORE, &none);
+  prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+}
+
+bool IsLocalEndpoint(std::string_view endpoint) {
+  if (endpoint.starts_with("ipc://")) return true;
+  if (!endpoint.starts_with("tcp://")) return false;
+  std::string_view host = endpoint.substr(6);
+  // tcp://SOURCE;HOST:PORT connects from SOURCE; HOST is what counts.
+  if (size_t semi = host.rfind(';'); semi != std::string_view::npos) {
+    host = host.substr(semi + 1);
+  }
+  const size_t colon = host.rfind(':');
+  if (colon == std::string_view::npos) return false;
+  host = host.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  if (host == "localhost" || host == "lo" || host == "::1") return true;
+  // 127.0.0.0/8, written as four decimal numbers.
+  if (!host.starts_with("127.")) return false;
+  int dots = 0;
+  for (char c : host) {
+    if (c == '.') {
+      ++dots;
+    } else if (c < '0' || c > '9') {
+      return false;
+    }
+  }
+  return dots == 3;
 }
 
 std::optional<int> ParseCommandLine(CLI::App& app, int argc, char** argv) {

@@ -9,33 +9,65 @@ Code CodeFromName(std::string_view name) {
   return Code::kInternal;
 }
 
-Client::Client(std::string endpoint, std::chrono::milliseconds timeout)
-    : endpoint_(std::move(endpoint)), timeout_(timeout), ctx_(1) {
+Client::Client(std::string endpoint, std::chrono::milliseconds timeout,
+               std::optional<ClientKeys> keys)
+    : endpoint_(std::move(endpoint)),
+      timeout_(timeout),
+      keys_(std::move(keys)),
+      ctx_(1) {
   Reconnect();
 }
 
 Client::~Client() = default;
 
 void Client::Reconnect() {
+  monitor_.reset();  // before the socket it watches
   socket_ = std::make_unique<zmq::socket_t>(ctx_, zmq::socket_type::dealer);
   socket_->set(zmq::sockopt::linger, 0);
   // Queue nothing for a scheduler that is not there yet: a request sent
   // while it is down fails by timeout instead of arriving much later.
   socket_->set(zmq::sockopt::immediate, 1);
+  if (keys_) UseClientKeys(*socket_, *keys_);
+  monitor_ = std::make_unique<SocketMonitor>(
+      ctx_, *socket_,
+      ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+          ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL);
   socket_->connect(endpoint_);
+}
+
+std::optional<Status> Client::HandshakeFailure() {
+  while (auto e = monitor_->Next()) {
+    if (e->handshake_failed()) {
+      return Status::PermissionDenied("authentication refused: " +
+                                      SocketMonitor::Describe(*e, keys_.has_value()) + " (" +
+                                      endpoint_ + ")");
+    }
+  }
+  return std::nullopt;
 }
 
 Result<Frame> Client::Exchange(const std::string& body, uint64_t id) {
   details_.clear();
   const auto deadline = std::chrono::steady_clock::now() + timeout_;
   try {
+    // A refused handshake shows on the monitor: the request is never sent
+    // (nothing is queued before a connection is made), so say so at once.
+    auto refused = [&]() -> std::optional<Status> {
+      std::optional<Status> failure = HandshakeFailure();
+      if (failure) Reconnect();
+      return failure;
+    };
     bool sent = false;
     while (!sent) {
-      zmq_pollitem_t out[] = {{socket_->handle(), 0, ZMQ_POLLOUT, 0}};
+      zmq_pollitem_t out[] = {{socket_->handle(), 0, ZMQ_POLLOUT, 0},
+                              {monitor_->events().handle(), 0, ZMQ_POLLIN, 0}};
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
           deadline - std::chrono::steady_clock::now());
       if (left.count() <= 0) break;
-      zmq_poll(out, 1, std::min<long>(left.count(), 100));
+      zmq_poll(out, 2, std::min<long>(left.count(), 100));
+      if (out[1].revents & ZMQ_POLLIN) {
+        if (auto failure = refused()) return *failure;
+      }
       if (out[0].revents & ZMQ_POLLOUT) {
         sent = socket_->send(zmq::buffer(body), zmq::send_flags::dontwait)
                    .has_value();
@@ -50,8 +82,12 @@ Result<Frame> Client::Exchange(const std::string& body, uint64_t id) {
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
           deadline - std::chrono::steady_clock::now());
       if (left.count() <= 0) break;
-      zmq_pollitem_t in[] = {{socket_->handle(), 0, ZMQ_POLLIN, 0}};
-      zmq_poll(in, 1, left.count());
+      zmq_pollitem_t in[] = {{socket_->handle(), 0, ZMQ_POLLIN, 0},
+                             {monitor_->events().handle(), 0, ZMQ_POLLIN, 0}};
+      zmq_poll(in, 2, left.count());
+      if (in[1].revents & ZMQ_POLLIN) {
+        if (auto failure = refused()) return *failure;
+      }
       if (!(in[0].revents & ZMQ_POLLIN)) continue;
       zmq::message_t msg;
       if (!socket_->recv(msg, zmq::recv_flags::dontwait)) continue;

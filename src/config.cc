@@ -59,8 +59,11 @@ ConfigFile ReadConfigFile(const std::string& path,
     error(Where(e.source()), std::string(e.description()));
     return out;
   }
+  std::map<std::string, uint32_t> lines;  // each known key's first line
   for (const auto& [key, node] : table) {
-    const std::string name(key.str());
+    const std::string written(key.str());
+    std::string name = written;
+    std::replace(name.begin(), name.end(), '_', '-');
     auto known =
         std::find_if(keys.begin(), keys.end(),
                      [&](const ConfigKey& k) { return k.name == name; });
@@ -72,8 +75,16 @@ ConfigFile ReadConfigFile(const std::string& path,
         if (d < best_d) best_d = d, best = k.name;
       }
       error(Where(key.source()),
-            "unknown key '" + name + "'" +
+            "unknown key '" + written + "'" +
                 (best.empty() ? "" : "; did you mean '" + best + "'?"));
+      continue;
+    }
+    if (auto [seen, fresh] = lines.emplace(name, Where(key.source()).line);
+        !fresh) {
+      // `a_b` and `a-b` are one key: the file says it twice.
+      error(Where(key.source()),
+            "'" + written + "' is '" + name + "' again (line " +
+                std::to_string(seen->second) + "); write each key once");
       continue;
     }
     ConfigValue v;
@@ -97,6 +108,13 @@ ConfigFile ReadConfigFile(const std::string& path,
         v.values.push_back(*s);
         break;
       }
+      case ConfigKind::kBool:
+        if (!node.is_boolean()) {
+          error(v.where, "'" + name + "' must be true or false");
+          continue;
+        }
+        v.values.push_back(*node.value<bool>() ? "true" : "false");
+        break;
       case ConfigKind::kInteger: {
         auto i = node.value<int64_t>();
         if (!node.is_integer() || *i < 0) {
@@ -144,6 +162,8 @@ const std::vector<ConfigKey>& DroverdConfigKeys() {
       {"tasks", ConfigKind::kString},
       {"heartbeat", ConfigKind::kString},
       {"watch-dir", ConfigKind::kString},
+      {"auth", ConfigKind::kString},
+      {"insecure", ConfigKind::kBool},
       {"heartbeat-interval", ConfigKind::kDuration},
       {"heartbeat-liveness", ConfigKind::kInteger},
       {"log-level", ConfigKind::kString},
@@ -155,6 +175,8 @@ const std::vector<ConfigKey>& WorkerConfigKeys() {
   static const std::vector<ConfigKey> kKeys = {
       {"tasks", ConfigKind::kString},
       {"heartbeat", ConfigKind::kString},
+      {"key", ConfigKind::kString},
+      {"server-key", ConfigKind::kString},
       {"name", ConfigKind::kString},
       {"queue", ConfigKind::kStringList},
       {"prefetch", ConfigKind::kInteger},

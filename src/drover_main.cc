@@ -11,6 +11,7 @@
 #include "drover/cli.h"
 #include "drover/client.h"
 #include "drover/job_spec.h"
+#include "drover/keys.h"
 
 namespace drover {
 namespace {
@@ -161,10 +162,23 @@ int main(int argc, char** argv) {
   app.add_option("--request-timeout", timeout_text,
                  "how long one request may wait for the scheduler")
       ->capture_default_str();
+  const char* env_key = std::getenv("DROVER_KEY");
+  const char* env_server_key = std::getenv("DROVER_SERVER_KEY");
+  std::string key_file = env_key ? env_key : "";
+  std::string server_key_file = env_server_key ? env_server_key : "";
+  app.add_option("--key", key_file,
+                 "this client's secret key file, for a scheduler with "
+                 "--auth (or $DROVER_KEY)");
+  app.add_option("--server-key", server_key_file,
+                 "the scheduler's public key file (or $DROVER_SERVER_KEY)");
 
   std::string file, job_id, state_filter, task, wait_timeout;
   std::vector<std::string> inputs;
   bool json_out = false, wait = false, follow = false;
+
+  auto* keygen = app.add_subcommand(
+      "keygen", "write a new key pair: FILE (secret) and FILE.pub (public)");
+  keygen->add_option("FILE", file)->required();
 
   auto* validate = app.add_subcommand("validate", "check a job file");
   validate->add_option("FILE", file)->required();
@@ -214,7 +228,23 @@ int main(int argc, char** argv) {
     return kExitOk;
   }
 
-  Client client(api, *request_timeout);
+  if (keygen->parsed()) {
+    auto pair = NewKeyPair();
+    Status st = pair.ok() ? WriteKeyPair(file, *pair) : pair.status();
+    if (!st.ok()) {
+      std::cerr << "drover: " << st.message() << "\n";
+      return st.code() == Code::kAlreadyExists ? kExitUsage : kExitFailed;
+    }
+    std::cout << file << ".pub\n";
+    return kExitOk;
+  }
+
+  auto keys = LoadClientKeys(key_file, server_key_file);
+  if (!keys.ok()) {
+    std::cerr << "drover: " << keys.status().message() << "\n";
+    return kExitUsage;
+  }
+  Client client(api, *request_timeout, std::move(*keys));
 
   if (submit->parsed()) {
     std::ifstream in(file, std::ios::binary);

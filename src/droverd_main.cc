@@ -1,6 +1,8 @@
 // droverd: the scheduler daemon. See the spec and docs/DEPLOY.md.
 #include <spdlog/spdlog.h>
 
+#include <sys/stat.h>
+
 #include <csignal>
 #include <filesystem>
 #include <iostream>
@@ -42,6 +44,14 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(EndpointValidator());
   app.add_option("--watch-dir", o.watch_dir, "watched directory for job files");
+  bool insecure = false;
+  app.add_option("--auth", o.auth_dir,
+                 "CURVE keys and allowlists on every socket: the scheduler's "
+                 "key pair and clients/, readers/, workers/ in this "
+                 "directory (docs/SECURITY.md)");
+  app.add_flag("--insecure", insecure,
+               "without --auth, allow endpoints beyond this host (ipc:// and "
+               "loopback only otherwise)");
   app.add_option("--heartbeat-interval", heartbeat_interval,
                  "expected worker heartbeat period (at least 10ms)")
       ->capture_default_str()
@@ -62,9 +72,40 @@ int main(int argc, char** argv) {
   }
   // Checked by DurationValidator, from the flag or the file.
   o.heartbeat_interval = *ParseDuration(heartbeat_interval);
+  ProtectProcessMemory();
+  // Everything droverd makes is its own alone: the store, ipc sockets,
+  // processed/ and failed/, the keys.
+  umask(077);
+
+  // Without keys, anyone who reaches a socket may submit work, run tasks
+  // as a worker and read every job: only this host may, unless the
+  // operator says otherwise.
+  if (o.auth_dir.empty()) {
+    for (const auto& [flag, endpoint] :
+         {std::pair<const char*, const std::string&>{"--api", o.api},
+          {"--tasks", o.tasks},
+          {"--heartbeat", o.heartbeat}}) {
+      if (IsLocalEndpoint(endpoint)) continue;
+      if (!insecure) {
+        std::cerr << "droverd: " << flag << " " << endpoint
+                  << " reaches beyond this host, and without --auth anyone "
+                     "who can connect may submit jobs, serve as a worker "
+                     "and read every job; use --auth DIR "
+                     "(docs/SECURITY.md), or --insecure to allow it\n";
+        return kExitUsage;
+      }
+      spdlog::warn("{} {}: no authentication and no encryption (--insecure): "
+                   "anyone who can connect may submit jobs, serve as a "
+                   "worker and read every job",
+                   flag, endpoint);
+    }
+  }
 
   std::error_code ec;
   std::filesystem::create_directories(o.data_dir, ec);
+  // A data dir from before, or made by hand, may let others in.
+  std::filesystem::permissions(o.data_dir, std::filesystem::perms::owner_all,
+                               ec);
   auto store = Store::Open(o.data_dir + "/db");
   if (!store.ok()) {
     spdlog::critical("cannot open the store in {}: {}", o.data_dir,

@@ -751,7 +751,15 @@ void Plan::OnGoodbye(const std::string& worker, const Goodbye& m, TimeMs now,
   it->second->state = "gone";
 }
 
-void Plan::DeclareDead(Worker& w, TimeMs now, Effects& fx) {
+void Plan::Revoke(const std::string& worker, TimeMs now, Effects& fx) {
+  auto it = workers_.find(worker);
+  if (it == workers_.end()) return;
+  DeclareDead(*it->second, now, fx, "lost its key");
+  it->second->state = "revoked";
+}
+
+void Plan::DeclareDead(Worker& w, TimeMs now, Effects& fx,
+                       std::string_view why) {
   w.alive = false;
   w.state = "dead";
   auto running = std::move(w.running);
@@ -762,10 +770,10 @@ void Plan::DeclareDead(Worker& w, TimeMs now, Effects& fx) {
     TaskRecord* t = FindAttempt(ref, &job);
     if (t == nullptr || t->worker != w.name) continue;
     Note(*job, ref.task,
-         "worker " + w.name + " stopped responding during attempt " +
+         "worker " + w.name + " " + std::string(why) + " during attempt " +
              std::to_string(ref.attempt) + "; requeued",
          fx);
-    Requeue(*job, ref.task, "worker " + w.name + " stopped responding", now,
+    Requeue(*job, ref.task, "worker " + w.name + " " + std::string(why), now,
             fx);
   }
 }

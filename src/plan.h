@@ -104,6 +104,10 @@ class Plan {
   void OnGoodbye(const std::string& worker, const Goodbye& m, TimeMs now,
                  Effects& fx);
 
+  // The worker's key was taken off the allowlist: it is "revoked", and
+  // its attempts are requeued.
+  void Revoke(const std::string& worker, TimeMs now, Effects& fx);
+
   // Client: cancel. FailedPrecondition when the job has already ended,
   // NotFound when it is not an unfinished job here.
   Status Cancel(const std::string& job_id, TimeMs now, Effects& fx);
@@ -152,7 +156,10 @@ class Plan {
   // `slots`: PlanOptions::hold_horizon's worth, at most its prefetch.
   uint32_t HoldFor(const Worker& w, const std::string& queue,
                    uint32_t slots) const;
-  void DeclareDead(Worker& w, TimeMs now, Effects& fx);
+  // Requeues what `w` runs, noting that the worker `why` (e.g. "stopped
+  // responding").
+  void DeclareDead(Worker& w, TimeMs now, Effects& fx,
+                   std::string_view why = "stopped responding");
   bool TryAssign(Job& job, uint32_t index, TimeMs now, Effects& fx);
   void Note(Job& job, uint32_t index, const std::string& text, Effects& fx);
   std::string Redact(const Job& job, std::string text) const;

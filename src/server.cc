@@ -111,6 +111,9 @@ Status Server::Start() {
   } catch (const zmq::error_t& e) {
     return Status::Internal(std::string("socket options: ") + e.what());
   }
+  if (!options_.auth_dir.empty()) {
+    if (Status st = SetUpAuth(); !st.ok()) return st;
+  }
   const std::pair<zmq::socket_t*, std::string> binds[] = {
       {&api_, options_.api},
       {&tasks_, options_.tasks},
@@ -136,6 +139,93 @@ Status Server::Start() {
                tasks_.get(zmq::sockopt::last_endpoint),
                heartbeat_.get(zmq::sockopt::last_endpoint));
   return Status::Ok();
+}
+
+Status Server::SetUpAuth() {
+  auth_ = std::make_unique<AuthDir>(options_.auth_dir);
+  if (Status st = auth_->Open(); !st.ok()) return st;
+  zap_ = std::make_unique<ZapHandler>(ctx_);
+  if (Status st = zap_->Start(auth_->allowlist()); !st.ok()) return st;
+  const std::pair<zmq::socket_t*, std::string_view> domains[] = {
+      {&api_, kApiDomain},
+      {&tasks_, kTasksDomain},
+      {&heartbeat_, kHeartbeatDomain}};
+  try {
+    for (const auto& [socket, domain] : domains) {
+      socket->set(zmq::sockopt::curve_server, 1);
+      socket->set(zmq::sockopt::curve_secretkey,
+                  auth_->server_key().secret_key);
+      socket->set(zmq::sockopt::zap_domain, std::string(domain));
+      // ZMQ_ZAP_ENFORCE_DOMAIN (a draft option in libzmq 4.3's header):
+      // no handler, no handshake. Without it libzmq admits every key
+      // whenever no handler answers.
+      constexpr int kZapEnforceDomain = 93;
+      const int on = 1;
+      if (zmq_setsockopt(socket->handle(), kZapEnforceDomain, &on,
+                         sizeof on) != 0) {
+        return Status::Internal(
+            "this libzmq cannot enforce authentication "
+            "(ZMQ_ZAP_ENFORCE_DOMAIN): " +
+            std::string(zmq_strerror(zmq_errno())));
+      }
+    }
+  } catch (const zmq::error_t& e) {
+    return Status::Internal(std::string("CURVE socket options: ") + e.what());
+  }
+  return Status::Ok();
+}
+
+Status Server::Authorize(std::string_view type, const std::string& key) const {
+  if (!auth_) return Status::Ok();
+  const Principal* p = auth_->allowlist()->Find(key);
+  if (p == nullptr || !(p->client || p->reader)) {
+    return Status::PermissionDenied(
+        "authentication refused: this key is no longer allowed to use the "
+        "scheduler's API");
+  }
+  const bool changes =
+      type == SubmitRequest::kType || type == CancelRequest::kType;
+  if (changes && !p->client) {
+    return Status::PermissionDenied(
+        "authentication refused: " + p->Describe() +
+        " may only read (its key is in readers/); '" + std::string(type) +
+        "' needs a key in clients/");
+  }
+  return Status::Ok();
+}
+
+bool Server::IsWorkerKey(const std::string& key) const {
+  if (!auth_) return true;
+  const Principal* p = auth_->allowlist()->Find(key);
+  return p != nullptr && p->worker;
+}
+
+void Server::OnAuthChange(Effects& fx) {
+  if (!auth_->Reload()) return;
+  zap_->Update(auth_->allowlist());
+  // A worker whose key is gone: its connection counts for nobody, its
+  // attempts go to other workers, and it is told why.
+  std::vector<std::string> revoked;
+  for (const auto& [name, link] : worker_link_) {
+    auto key = link_key_.find(link);
+    if (key == link_key_.end() || !IsWorkerKey(key->second)) {
+      revoked.push_back(name);
+    }
+  }
+  for (const std::string& name : revoked) {
+    const std::string link = worker_link_[name];
+    plan_.Revoke(name, clock_.Now(), fx);
+    worker_link_.erase(name);
+    link_worker_.erase(link);
+    link_key_.erase(link);
+    spdlog::warn("worker {}: its key was removed from workers/; its tasks "
+                 "are requeued",
+                 name);
+    SendToLink(link, ErrorFrame(0, Status::PermissionDenied(
+                                       "authentication refused: the "
+                                       "scheduler no longer allows this "
+                                       "worker's key")));
+  }
 }
 
 void Server::LoadUnfinished() {
@@ -201,8 +291,9 @@ Status Server::Run() {
     pollfd fds[] = {
         {watcher_ ? watcher_->fd() : -1, POLLIN, 0},
         {committer_->busy() ? committer_->fd() : -1, POLLIN, 0},
+        {auth_ ? auth_->fd() : -1, POLLIN, 0},
     };
-    if (!wait_.Wait(timeout, fds, 2)) {
+    if (!wait_.Wait(timeout, fds, 3)) {
       const int err = errno;
       Drain();
       return Status::Internal(std::string("poll: ") + strerror(err));
@@ -213,6 +304,7 @@ Status Server::Run() {
       FinishGroup(in_flight_, *done);
     }
     Effects fx;
+    if (fds[2].revents & POLLIN) OnAuthChange(fx);
     int received = 0;
     // Only sockets that may hold messages are read (reading an empty ZeroMQ
     // socket costs system calls of its own), each to its end or to the
@@ -236,7 +328,7 @@ Status Server::Run() {
       if (r.frames.size() == 1) HandleHeartbeat(r.frames[0], r.key, fx);
     });
     read(kApiSocket, api_,
-         [&](Received r) { HandleApi(std::move(r.frames), fx); });
+         [&](Received r) { HandleApi(std::move(r.frames), r.key, fx); });
     if (watcher_ && !read_only_ &&
         ((fds[0].revents & POLLIN) || first_turn)) {
       for (const WatchedFile& f : watcher_->Take()) HandleWatched(f, fx);
@@ -470,7 +562,8 @@ void Server::PublishHeartbeat() {
   }
 }
 
-void Server::HandleApi(std::vector<std::string> frames, Effects& fx) {
+void Server::HandleApi(std::vector<std::string> frames, const std::string& key,
+                       Effects& fx) {
   // [routing id] [optional empty delimiter, from REQ sockets] body
   if (frames.size() < 2) return;
   Reply reply;
@@ -486,13 +579,14 @@ void Server::HandleApi(std::vector<std::string> frames, Effects& fx) {
     reply.body = ErrorFrame(
         0, Status::InvalidArgument("a request is one frame of msgpack"));
   } else {
-    reply.body = HandleRequest(frames[body_at], fx, &reply.needs_commit,
+    reply.body = HandleRequest(frames[body_at], key, fx, &reply.needs_commit,
                                &reply.request_id);
   }
   replies_.push_back(std::move(reply));
 }
 
-std::string Server::HandleRequest(const std::string& body, Effects& fx,
+std::string Server::HandleRequest(const std::string& body,
+                                  const std::string& key, Effects& fx,
                                   bool* acknowledges, uint64_t* request_id) {
   auto frame = Frame::Parse(body);
   if (!frame.ok()) {
@@ -506,6 +600,7 @@ std::string Server::HandleRequest(const std::string& body, Effects& fx,
     spdlog::warn("client '{}' request refused: {}", type, st.message());
     return ErrorFrame(id, st);
   };
+  if (Status st = Authorize(type, key); !st.ok()) return bad(st);
   if (type == SubmitRequest::kType) {
     auto req = frame->As<SubmitRequest>();
     if (!req.ok()) return bad(req.status());
@@ -784,6 +879,21 @@ void Server::HandleWorker(const std::vector<std::string>& frames,
   // The routing id names the connection, never the worker: ZeroMQ gives
   // each connection its own, and the worker's name comes from its hello.
   const std::string& link = frames[0];
+  const TimeMs now = clock_.Now();
+  if (!IsWorkerKey(key)) {
+    // Its key was removed from workers/ after it connected: nothing it
+    // sends counts. Told so at most once a second.
+    TimeMs& last = announced_links_[link];
+    if (last == 0 || now - last >= 1000) {
+      if (announced_links_.size() > 1024) announced_links_.clear();
+      announced_links_[link] = now;
+      SendToLink(link, ErrorFrame(0, Status::PermissionDenied(
+                                         "authentication refused: the "
+                                         "scheduler no longer allows this "
+                                         "worker's key")));
+    }
+    return;
+  }
   auto frame = Frame::Parse(frames[1]);
   auto bound = link_worker_.find(link);
   const std::string who =
@@ -794,7 +904,6 @@ void Server::HandleWorker(const std::vector<std::string>& frames,
     SendToLink(link, ErrorFrame(0, st));
   };
   if (!frame.ok()) return answer_error(frame.status());
-  const TimeMs now = clock_.Now();
   const std::string& type = frame->type();
   if (type == Hello::kType) {
     auto m = frame->As<Hello>();
@@ -820,14 +929,18 @@ void Server::HandleWorker(const std::vector<std::string>& frames,
     }
     // The name moves to this connection; one it had before (a connection
     // that dropped) is nobody's now.
-    if (auto old = worker_link_.find(m->name);
-        old != worker_link_.end() && old->second != link) {
+    auto old = worker_link_.find(m->name);
+    const bool new_link = old == worker_link_.end() || old->second != link;
+    if (old != worker_link_.end() && new_link) {
       link_worker_.erase(old->second);
+      link_key_.erase(old->second);
     }
     worker_link_[m->name] = link;
     link_worker_[link] = m->name;
-    spdlog::info("worker {} connected ({} running)", m->name,
-                 m->running.size());
+    link_key_[link] = key;
+    spdlog::log(new_link ? spdlog::level::info : spdlog::level::debug,
+                "worker {} connected ({} running)", m->name,
+                m->running.size());
     return;
   }
   if (bound == link_worker_.end()) {
@@ -879,6 +992,7 @@ void Server::HandleHeartbeat(const std::string& frame, const std::string& key,
                              Effects& fx) {
   // Subscription frames (0x00 / 0x01 + topic) come through XPUB too.
   if (!frame.empty() && (frame[0] == 0 || frame[0] == 1)) return;
+  if (!IsWorkerKey(key)) return;  // revoked since it connected
   auto parsed = Frame::Parse(frame);
   if (!parsed.ok()) {
     spdlog::warn("heartbeat channel: message dropped: {}",

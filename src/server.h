@@ -23,10 +23,12 @@
 
 #include "drover/clock.h"
 #include "drover/socket_wait.h"
+#include "auth_dir.h"
 #include "committer.h"
 #include "drover/store.h"
 #include "plan.h"
 #include "watcher.h"
+#include "zap_handler.h"
 
 namespace drover {
 
@@ -36,6 +38,9 @@ struct ServerOptions {
   std::string tasks = "tcp://127.0.0.1:7701";
   std::string heartbeat = "tcp://127.0.0.1:7702";
   std::string watch_dir;  // "" : none
+  // --auth: CURVE on every socket, keys and allowlists from this directory
+  // (auth_dir.h); "" : none.
+  std::string auth_dir;
   Millis heartbeat_interval{1000};
   uint32_t heartbeat_liveness = 3;
 };
@@ -68,6 +73,16 @@ class Server {
  private:
   // The refusal of any change once a write has failed.
   Status ReadOnlyError() const;
+  // With --auth: starts the ZAP handler and makes the sockets CURVE
+  // servers; before any of them binds.
+  Status SetUpAuth();
+  // Whether `key` may send a request of `type` (with --auth; anything goes
+  // without): PermissionDenied saying why not.
+  Status Authorize(std::string_view type, const std::string& key) const;
+  // Whether `key` is a worker key now (always, without --auth).
+  bool IsWorkerKey(const std::string& key) const;
+  // The allowlists changed: workers whose key is gone lose their tasks.
+  void OnAuthChange(Effects& fx);
 
  public:
 
@@ -79,7 +94,8 @@ class Server {
     bool needs_commit = false;  // an acknowledgement: only once durable
   };
 
-  void HandleApi(std::vector<std::string> frames, Effects& fx);
+  void HandleApi(std::vector<std::string> frames, const std::string& key,
+                 Effects& fx);
   // `key`: the CURVE key of the message's connection ("" without --auth).
   void HandleWorker(const std::vector<std::string>& frames,
                     const std::string& key, Effects& fx);
@@ -89,8 +105,9 @@ class Server {
   void SendToLink(const std::string& link, const std::string& body);
   // Answers one client request; *acknowledges is set when the answer may
   // only go out once this turn's batch is durable.
-  std::string HandleRequest(const std::string& body, Effects& fx,
-                            bool* acknowledges, uint64_t* request_id);
+  std::string HandleRequest(const std::string& body, const std::string& key,
+                            Effects& fx, bool* acknowledges,
+                            uint64_t* request_id);
   std::string Submit(uint64_t id, const SubmitRequest& req, Effects& fx);
   // Validates a job file and adds the new job to this turn's batch (with
   // `marker`, when not empty). The job id, or InvalidArgument with the
@@ -144,6 +161,8 @@ class Server {
   zmq::socket_t heartbeat_;
   enum : size_t { kApiSocket, kTasksSocket, kHeartbeatSocket };
   SocketWait wait_;  // for the three sockets above, in that order
+  std::unique_ptr<AuthDir> auth_;    // with --auth
+  std::unique_ptr<ZapHandler> zap_;  // with --auth; before ctx_ goes
   std::vector<Reply> replies_;  // this loop turn's
   std::unique_ptr<Watcher> watcher_;
   // Done once this turn's batch is durable (moving watched files).
@@ -166,6 +185,7 @@ class Server {
   // said hello as: messages from a connection count for that worker only.
   std::unordered_map<std::string, std::string> link_worker_;
   std::unordered_map<std::string, std::string> worker_link_;
+  std::unordered_map<std::string, std::string> link_key_;  // its CURVE key
   // Bounded: when a connection without a hello was last asked for one, and
   // when a refused worker name was last logged.
   std::unordered_map<std::string, TimeMs> announced_links_;

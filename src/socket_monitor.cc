@@ -57,25 +57,26 @@ std::optional<SocketMonitor::Event> SocketMonitor::Next() {
   }
 }
 
-std::string SocketMonitor::Describe(const Event& e) {
+std::string SocketMonitor::Describe(const Event& e, bool with_keys) {
   switch (e.event) {
     case ZMQ_EVENT_HANDSHAKE_FAILED_AUTH:
       return "the scheduler refused this key (ZAP status " +
              std::to_string(e.value) + ")";
     case ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL:
-      if (e.value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH) {
-        return "one side uses CURVE keys and the other does not (a "
-               "scheduler with --auth needs --key and --server-key)";
-      }
-      if (e.value == ZMQ_PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC) {
-        return "the CURVE handshake failed: the scheduler's key is not the "
-               "one given with --server-key";
-      }
-      return "the handshake failed (protocol error " +
-             std::to_string(e.value) + ")";
     case ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL:
-      return "the handshake failed (the scheduler refused this key or "
-             "cannot check it)";
+      // The scheduler closes a handshake it cannot accept without a word
+      // of why; what this side knows says which mismatch it is.
+      if (!with_keys) {
+        return "the scheduler requires CURVE keys: give --key and "
+               "--server-key (or $DROVER_KEY and $DROVER_SERVER_KEY)";
+      }
+      if (e.event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL &&
+          e.value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH) {
+        return "the scheduler does not use CURVE keys (it runs without "
+               "--auth)";
+      }
+      return "the CURVE handshake failed: the scheduler's key is not the "
+             "one in --server-key, or the scheduler runs without --auth";
     default:
       return "event " + std::to_string(e.event);
   }

@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -167,6 +168,18 @@ Process& Cluster::StartScheduler(std::vector<std::string> extra,
       tasks_,                     "--heartbeat", heartbeat_,
       "--heartbeat-interval",     interval_,     "--heartbeat-liveness",
       std::to_string(liveness_),  "--log-level", "debug"};
+  if (!auth_dir_.empty()) {
+    argv.push_back("--auth");
+    argv.push_back(auth_dir_);
+  }
+  // A flag in `extra` replaces the default one (each takes a value).
+  for (size_t i = 1; i + 1 < argv.size();) {
+    if (std::find(extra.begin(), extra.end(), argv[i]) != extra.end()) {
+      argv.erase(argv.begin() + i, argv.begin() + i + 2);
+    } else {
+      i += 2;
+    }
+  }
   argv.insert(argv.end(), extra.begin(), extra.end());
   argv.insert(argv.begin(), scheduler_prefix_.begin(), scheduler_prefix_.end());
   scheduler_ = std::make_unique<Process>(argv, dir_ + "/droverd.log");
@@ -201,6 +214,58 @@ Process& Cluster::StartWorker(const std::string& name,
   if (slot) dropped_.push_back(std::move(slot));
   slot = std::make_unique<Process>(argv, dir_ + "/worker-" + name + ".log");
   return *slot;
+}
+
+void Cluster::EnableAuth() {
+  auth_dir_ = dir_ + "/auth";
+  fs::create_directories(auth_dir_);
+  for (const char* folder : {"clients", "readers", "workers"}) {
+    fs::create_directories(auth_dir_ + "/" + folder);
+  }
+  auto server = NewKeyPair();
+  REQUIRE(server.ok());
+  REQUIRE(WriteKeyPair(auth_dir_ + "/server.key", *server).ok());
+  NewKey("test-client", "clients");
+  client_ = std::make_unique<Client>(api_, 5s, ClientKeysFor("test-client"));
+}
+
+std::string Cluster::NewKey(const std::string& name,
+                            const std::string& folder) {
+  fs::create_directories(dir_ + "/keys");
+  const std::string path = dir_ + "/keys/" + name + ".key";
+  auto pair = NewKeyPair();
+  REQUIRE(pair.ok());
+  REQUIRE(WriteKeyPair(path, *pair).ok());
+  if (!folder.empty()) {
+    // Written aside and renamed in, as an operator's tools would.
+    const std::string listed = auth_dir_ + "/" + folder + "/" + name + ".pub";
+    fs::copy_file(path + ".pub", listed + ".tmp");
+    fs::rename(listed + ".tmp", listed);
+  }
+  return path;
+}
+
+std::vector<std::string> Cluster::KeyFlags(const std::string& name) const {
+  return {"--key", dir_ + "/keys/" + name + ".key", "--server-key",
+          auth_dir_ + "/server.key.pub"};
+}
+
+ClientKeys Cluster::ClientKeysFor(const std::string& name) const {
+  auto keys = LoadClientKeys(dir_ + "/keys/" + name + ".key",
+                             auth_dir_ + "/server.key.pub");
+  REQUIRE_MESSAGE(keys.ok(), keys.status().ToString());
+  REQUIRE(keys->has_value());
+  return **keys;
+}
+
+CommandResult Cluster::Drover(std::vector<std::string> args,
+                              const std::string& as) {
+  std::vector<std::string> argv = {BuildPath("drover"), "--api", api_};
+  if (!as.empty()) {
+    for (const std::string& f : KeyFlags(as)) argv.push_back(f);
+  }
+  argv.insert(argv.end(), args.begin(), args.end());
+  return RunCommand(argv);
 }
 
 void Cluster::DropWorker(const std::string& name) {

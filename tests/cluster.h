@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "drover/client.h"
+#include "drover/keys.h"
 #include "drover/protocol.h"
 
 namespace drover::testing {
@@ -70,6 +71,22 @@ class Cluster {
                           bool wait_ready = true);
   Process& StartWorker(const std::string& name,
                        std::vector<std::string> extra = {});
+
+  // --auth for the scheduler started next, with its key pair made here in
+  // auth_dir(), and the cluster's client a key in clients/ ("test-client").
+  void EnableAuth();
+  const std::string& auth_dir() const { return auth_dir_; }
+  // A new key pair, dir()/keys/NAME.key and .pub; with `folder` ("clients",
+  // "readers", "workers"), its public key listed there as NAME.pub.
+  std::string NewKey(const std::string& name, const std::string& folder = "");
+  // --key and --server-key flags for the key NAME (made by NewKey).
+  std::vector<std::string> KeyFlags(const std::string& name) const;
+  // The keys a Client uses to connect as NAME.
+  ClientKeys ClientKeysFor(const std::string& name) const;
+  // Runs the `drover` CLI against this cluster's scheduler, as NAME if
+  // given (else without keys).
+  CommandResult Drover(std::vector<std::string> args,
+                       const std::string& as = "");
   Process& scheduler() { return *scheduler_; }
   Process& worker(const std::string& name) { return *workers_.at(name); }
   // Forgets (and SIGKILLs, if still running) the scheduler or a worker.
@@ -102,6 +119,7 @@ class Cluster {
   std::string dir_;
   std::vector<std::string> scheduler_prefix_;
   std::string api_, tasks_, heartbeat_;
+  std::string auth_dir_;  // "" : no --auth
   std::string interval_;
   int liveness_;
   int scheduler_starts_ = 0;

@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "cluster.h"
+#include "drover/keys.h"
 #include "drover/cli.h"
 
 namespace drover::testing {
@@ -129,10 +130,11 @@ TEST_CASE("Config.EveryBadValueIsLocatedInFileOrder") {
   CHECK(lines[2].rfind(path + ":3:22: error: 'heartbeat-interval' must be a "
                               "duration",
                        0) == 0);
-  // An unknown key points at the key and suggests the nearest known one.
+  // `_` stands for `-`: the same key twice.
   CHECK(lines[3] == path +
-                        ":4:1: error: unknown key 'heartbeat_interval'; did "
-                        "you mean 'heartbeat-interval'?");
+                        ":4:1: error: 'heartbeat_interval' is "
+                        "'heartbeat-interval' again (line 3); write each key "
+                        "once");
   CHECK(lines[4] == path + ":5:1: error: unknown key 'frobnicate'");
   CHECK(lines[5] == path + ":6:12: error: 'data-dir' must be a string");
   CHECK(lines[6].find(":7:1: error: unknown key 'heartbeat-liveness2'; did "
@@ -407,13 +409,37 @@ TEST_CASE("Config.ShippedExamplesStartDaemonsThatServe") {
     Cluster c;
     std::string droverd_conf = SourcePath("config/droverd.toml");
     std::string worker_conf = SourcePath("config/worker.toml");
+    Client* client = &c.client();
+    std::unique_ptr<Client> keyed;
     if (uncomment) {
+      // The examples' files under /etc/drover/ are made here instead: the
+      // auth directory with the scheduler's pair and the allowed keys.
+      const std::string etc = c.dir() + "/etc/";
+      auto local = [&](std::string text) {
+        for (size_t at; (at = text.find("/etc/drover/")) != std::string::npos;) {
+          text.replace(at, 12, etc);
+        }
+        return Uncommented(text);
+      };
       droverd_conf = c.dir() + "/droverd.toml";
-      WriteFile(droverd_conf,
-                Uncommented(ReadFile(SourcePath("config/droverd.toml"))));
+      WriteFile(droverd_conf, local(ReadFile(SourcePath("config/droverd.toml"))));
       worker_conf = c.dir() + "/worker.toml";
-      WriteFile(worker_conf,
-                Uncommented(ReadFile(SourcePath("config/worker.toml"))));
+      WriteFile(worker_conf, local(ReadFile(SourcePath("config/worker.toml"))));
+      for (const char* folder : {"clients", "readers", "workers"}) {
+        fs::create_directories(etc + "auth/" + folder);
+      }
+      auto server = NewKeyPair();
+      auto worker = NewKeyPair();
+      auto user = NewKeyPair();
+      REQUIRE(WriteKeyPair(etc + "auth/server.key", *server).ok());
+      REQUIRE(WriteKeyPair(etc + "worker.key", *worker).ok());
+      REQUIRE(WriteKeyPair(etc + "user.key", *user).ok());
+      fs::copy_file(etc + "auth/server.key.pub", etc + "server.key.pub");
+      fs::copy_file(etc + "worker.key.pub", etc + "auth/workers/w.pub");
+      fs::copy_file(etc + "user.key.pub", etc + "auth/clients/user.pub");
+      keyed = std::make_unique<Client>(
+          c.api(), 5s, ClientKeys{*user, server->public_key});
+      client = keyed.get();
     }
     Process d({BuildPath("droverd"), "--config", droverd_conf, "--data-dir",
                c.dir() + "/data", "--api", c.api(), "--tasks",
@@ -421,16 +447,23 @@ TEST_CASE("Config.ShippedExamplesStartDaemonsThatServe") {
                "--watch-dir", c.dir() + "/inbox"},
               c.dir() + "/droverd.log");
     CHECK(Cluster::Eventually(
-        [&] { return c.client().Call<WorkersReply>(WorkersRequest{}).ok(); },
+        [&] { return client->Call<WorkersReply>(WorkersRequest{}).ok(); },
         10s));
     Process w({BuildPath("drover-worker"), "--config", worker_conf, "--name",
                "example", "--tasks", c.tasks_endpoint(), "--heartbeat",
                c.heartbeat_endpoint(), "--runtime", "shell", "--work-dir",
                c.dir() + "/work"},
               c.dir() + "/worker.log");
-    const std::string id =
-        c.Submit("name = \"n\"\n[[tasks]]\nname = \"t\"\nrun = \"echo hi\"\n");
-    CHECK(c.Wait(id).state == "COMPLETED");
+    SubmitRequest submit;
+    submit.source = "name = \"n\"\n[[tasks]]\nname = \"t\"\nrun = \"echo hi\"\n";
+    auto id = client->Call<SubmitReply>(submit);
+    REQUIRE_MESSAGE(id.ok(), id.status().ToString());
+    CHECK(Cluster::Eventually([&] {
+      StatusRequest status;
+      status.job_id = id->job_id;
+      auto job = client->Call<StatusReply>(status);
+      return job.ok() && job->job.state == "COMPLETED";
+    }));
     w.Signal(SIGTERM);
     CHECK(w.Wait() == 0);
     d.Signal(SIGTERM);

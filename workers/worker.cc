@@ -121,6 +121,10 @@ Status Worker::Start() {
     dealer_.set(zmq::sockopt::maxmsgsize,
                 4 * static_cast<int64_t>(kMaxFrameBytes));
     heartbeat_.set(zmq::sockopt::linger, 0);
+    if (options_.keys) {
+      UseClientKeys(dealer_, *options_.keys);
+      UseClientKeys(heartbeat_, *options_.keys);
+    }
     dealer_.connect(options_.tasks);
     heartbeat_.connect(options_.heartbeat);
     // XSUB: subscribe to everything the scheduler publishes.
@@ -147,8 +151,11 @@ void Worker::Send(const std::string& body) {
   wait_.Dirty(kDealerSocket);
   try {
     if (!dealer_.send(zmq::buffer(body), zmq::send_flags::dontwait)) {
-      spdlog::warn("scheduler channel full; message dropped (kept results "
-                   "are sent again)");
+      // Before a welcome there is often no connection at all (the
+      // scheduler is down, or refuses this worker): hellos are sent again.
+      spdlog::log(welcomed_ ? spdlog::level::warn : spdlog::level::debug,
+                  "scheduler channel full; message dropped (kept results "
+                  "are sent again)");
     }
   } catch (const zmq::error_t& e) {
     spdlog::warn("send to scheduler failed: {}", e.what());
@@ -493,6 +500,10 @@ void Worker::OnSchedulerMessage(const std::string& body) {
   } else if (type == ErrorReply::kType) {
     auto m = frame->As<ErrorReply>();
     if (!m.ok()) return;
+    if (m->code == CodeName(Code::kPermissionDenied)) {
+      OnRevoked(m->message);
+      return;
+    }
     if (m->code == CodeName(Code::kAlreadyExists)) {
       // Its hello was refused: it says hello again every second.
       LogRefusal("name", "the scheduler refuses worker " + options_.name +
@@ -513,6 +524,32 @@ void Worker::LogRefusal(const std::string& what, const std::string& line) {
   spdlog::error("{}", line);
 }
 
+void Worker::OnRevoked(const std::string& why) {
+  LogRefusal("revoked", "the scheduler refuses worker " + options_.name +
+                            ": " + why + "; its tasks are stopped");
+  std::vector<AttemptRef> waiting;
+  for (auto& [ref, a] : running_) {
+    if (a->started_at.load() == 0) {
+      waiting.push_back(ref);
+    } else {
+      a->stop.request_stop();
+    }
+  }
+  for (const AttemptRef& ref : waiting) DropWaiting(ref);
+  // Their results would be refused: the scheduler has run them elsewhere.
+  unacked_.clear();
+  held_results_.clear();
+  welcomed_ = false;
+  try {
+    dealer_.disconnect(options_.tasks);
+    dealer_.connect(options_.tasks);
+    heartbeat_.disconnect(options_.heartbeat);
+    heartbeat_.connect(options_.heartbeat);
+  } catch (const zmq::error_t& e) {
+    spdlog::warn("reconnecting to the scheduler: {}", e.what());
+  }
+}
+
 void Worker::OnConnectionEvent(const SocketMonitor::Event& e) {
   if (e.event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
     // A new connection: the scheduler knows it by nobody's name yet.
@@ -523,7 +560,7 @@ void Worker::OnConnectionEvent(const SocketMonitor::Event& e) {
   if (e.handshake_failed()) {
     LogRefusal("handshake", "cannot connect to the scheduler at " +
                                 e.endpoint + ": " +
-                                SocketMonitor::Describe(e) +
+                                SocketMonitor::Describe(e, options_.keys.has_value()) +
                                 "; trying again");
   }
 }

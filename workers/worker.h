@@ -42,6 +42,7 @@
 #include <zmq.hpp>
 
 #include "drover/clock.h"
+#include "drover/keys.h"
 #include "drover/protocol.h"
 #include "drover/runtime.h"
 #include "drover/socket_monitor.h"
@@ -55,6 +56,9 @@ struct WorkerOptions {
   std::string tasks = "tcp://127.0.0.1:7701";
   std::string heartbeat = "tcp://127.0.0.1:7702";
   std::string name;                         // default: hostname-pid
+  // With keys, both channels are CURVE-encrypted and the scheduler's key
+  // is pinned; without, they are plain (a local scheduler only).
+  std::optional<ClientKeys> keys;
   std::map<std::string, uint32_t> queues;   // default: {"default": cores}
   // Per queue, at most this many attempts taken beyond the slots; each
   // starts as soon as a slot frees, so a slot does not wait for the
@@ -113,6 +117,10 @@ class Worker {
   // A connection event of the worker channel: a new connection says hello
   // (the scheduler knows connections, not names); a refused one is logged.
   void OnConnectionEvent(const SocketMonitor::Event& e);
+  // The scheduler no longer allows this worker's key: everything it runs
+  // is stopped (the scheduler has requeued it), and both channels
+  // reconnect, so the worker is back once its key is allowed again.
+  void OnRevoked(const std::string& why);
   // Logs at error level at most once a minute per `what`.
   void LogRefusal(const std::string& what, const std::string& line);
   void OnHeartbeatMessage(const std::string& body);

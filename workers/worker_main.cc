@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <csignal>
+#include <cstdlib>
 #include <filesystem>
 #include <iostream>
 #include <thread>
@@ -70,6 +71,16 @@ int main(int argc, char** argv) {
   app.add_option("--heartbeat", o.heartbeat, "scheduler's heartbeat channel")
       ->capture_default_str()
       ->check(EndpointValidator());
+  const char* env_key = std::getenv("DROVER_KEY");
+  const char* env_server_key = std::getenv("DROVER_SERVER_KEY");
+  std::string key_file = env_key ? env_key : "";
+  std::string server_key_file = env_server_key ? env_server_key : "";
+  app.add_option("--key", key_file,
+                 "this worker's secret key file, for a scheduler that "
+                 "requires keys (or $DROVER_KEY)");
+  app.add_option("--server-key", server_key_file,
+                 "the scheduler's public key file, which the worker pins (or "
+                 "$DROVER_SERVER_KEY)");
   app.add_option("--name", o.name, "worker id (default: hostname-pid)");
   app.add_option("--queue", queues,
                  "NAME:SLOTS, repeatable (default: default:<cores>)")
@@ -132,6 +143,20 @@ int main(int argc, char** argv) {
     return kExitUsage;
   };
   if (o.name.empty()) o.name = DefaultName();
+  ProtectProcessMemory();
+  auto keys = LoadClientKeys(key_file, server_key_file);
+  if (!keys.ok()) return usage(keys.status().message());
+  o.keys = std::move(*keys);
+  if (!o.keys) {
+    for (const std::string& endpoint : {o.tasks, o.heartbeat}) {
+      if (IsLocalEndpoint(endpoint)) continue;
+      spdlog::warn("{}: a scheduler beyond this host without --key and "
+                   "--server-key: tasks, their secrets and results travel "
+                   "unencrypted, and nothing proves that the scheduler is "
+                   "yours",
+                   endpoint);
+    }
+  }
   for (const std::string& q : queues) {
     const size_t colon = q.rfind(':');
     if (colon == std::string::npos || colon == 0) {

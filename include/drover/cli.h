@@ -45,6 +45,17 @@ CLI::Validator LogLevelValidator();
 // A ZeroMQ endpoint this program can use: tcp://HOST:PORT or ipc://PATH.
 CLI::Validator EndpointValidator();
 
+// Whether traffic on `endpoint` stays on this host: ipc://, or tcp:// on a
+// loopback address (127.0.0.0/8, ::1, localhost, the interface lo).
+// "tcp://*:7700" and "tcp://0.0.0.0:7700" listen on every interface.
+bool IsLocalEndpoint(std::string_view endpoint);
+
+// Keeps secrets in this process's memory out of reach: no core dumps
+// (RLIMIT_CORE 0, and not dumpable, which also keeps processes of the same
+// user, such as shell tasks, from reading /proc/PID/environ or attaching
+// a debugger). Call first thing in a daemon's main().
+void ProtectProcessMemory();
+
 // Parses argv; on --help/--version prints and returns 0, on a usage error
 // prints it and returns kExitUsage; nullopt when the program should run.
 std::optional<int> ParseCommandLine(CLI::App& app, int argc, char** argv);

@@ -1,6 +1,7 @@
 // Config files: the optional TOML file each executable reads with
 // `--config FILE`. Keys are the long flag names without the leading dashes
-// (`heartbeat-interval = "1s"`); a flag given on the command line overrides
+// (`heartbeat-interval = "1s"`), with `_` allowed for `-`
+// (`heartbeat_interval`); a flag given on the command line overrides
 // the file, which overrides the built-in default. Unknown keys and values of
 // the wrong type are errors located as FILE:LINE:COL, like job-file errors.
 // Read by ApplyConfig (drover/cli.h) from droverd's and drover-worker's
@@ -24,6 +25,7 @@ enum class ConfigKind {
   kInteger,     // a non-negative integer
   kDuration,    // a duration string, e.g. "1s"
   kStringList,  // an array of strings (also accepts one string)
+  kBool,        // true or false
 };
 
 struct ConfigKey {
@@ -31,8 +33,10 @@ struct ConfigKey {
   ConfigKind kind;
 };
 
-// One value from the file, as text (lists: one string each), with where it
-// was, for messages about values that are well-typed but still wrong.
+// One value from the file, as text (lists: one string each; booleans
+// "true" or "false"), with where it was, for messages about values that
+// are well-typed but still wrong. Values are keyed by the flag's name
+// (`-`, not `_`).
 struct ConfigValue {
   std::vector<std::string> values;
   Location where;

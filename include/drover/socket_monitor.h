@@ -39,8 +39,9 @@ class SocketMonitor {
   std::optional<Event> Next();
 
   // What a failed handshake means, for a person: e.g. "the scheduler
-  // refused this key" or "the scheduler requires CURVE keys".
-  static std::string Describe(const Event& e);
+  // refused this key" or "the scheduler requires CURVE keys". `with_keys`:
+  // whether this side connected with CURVE keys.
+  static std::string Describe(const Event& e, bool with_keys);
 
  private:
   zmq::socket_t& socket_;
