@@ -11,7 +11,7 @@ want=(
   build-essential pkg-config meson ninja-build
   libzmq3-dev cppzmq-dev libmsgpack-cxx-dev libleveldb-dev
   libtomlplusplus-dev libspdlog-dev libfmt-dev doctest-dev nlohmann-json3-dev
-  libcli11-dev liblua5.4-dev
+  libcli11-dev liblua5.4-dev libsodium-dev
   clang libclang-rt-14-dev
   python3 python3-zmq python3-msgpack
   systemd

@@ -163,6 +163,7 @@ const std::vector<ConfigKey>& DroverdConfigKeys() {
       {"heartbeat", ConfigKind::kString},
       {"watch-dir", ConfigKind::kString},
       {"auth", ConfigKind::kString},
+      {"secrets-key", ConfigKind::kString},
       {"insecure", ConfigKind::kBool},
       {"heartbeat-interval", ConfigKind::kDuration},
       {"heartbeat-liveness", ConfigKind::kInteger},

@@ -49,6 +49,10 @@ int main(int argc, char** argv) {
                  "CURVE keys and allowlists on every socket: the scheduler's "
                  "key pair and clients/, readers/, workers/ in this "
                  "directory (docs/SECURITY.md)");
+  app.add_option("--secrets-key", o.secrets_key,
+                 "the key that seals job secrets in the store, made on first "
+                 "start (default: secrets.key in the --auth directory, else "
+                 "in the data dir)");
   app.add_flag("--insecure", insecure,
                "without --auth, allow endpoints beyond this host (ipc:// and "
                "loopback only otherwise)");

@@ -21,6 +21,8 @@
 #include <cerrno>
 #include <cstring>
 #include <exception>
+#include <optional>
+#include <sstream>
 #include <utility>
 
 #include "ascii.h"
@@ -596,6 +598,118 @@ ParseResult ParseJobFile(
   if (fd >= 0) close(fd);
   if (!failed.errors.empty()) return failed;
   return ParseJobText(text, path, input_overrides);
+}
+
+}  // namespace drover
+namespace drover {
+namespace {
+
+// Byte offsets of (line, column) positions in `text`, as toml++ counts
+// them: lines from 1, columns from 1 in code points.
+class Positions {
+ public:
+  explicit Positions(std::string_view text) : text_(text) {
+    line_starts_.push_back(0);
+    for (size_t i = 0; i < text.size(); ++i) {
+      if (text[i] == '\n') line_starts_.push_back(i + 1);
+    }
+  }
+  std::optional<size_t> Offset(uint32_t line, uint32_t column) const {
+    if (line == 0 || line > line_starts_.size() || column == 0) {
+      return std::nullopt;
+    }
+    size_t at = line_starts_[line - 1];
+    for (uint32_t c = 1; c < column; ++c) {
+      if (at >= text_.size() || text_[at] == '\n') return std::nullopt;
+      ++at;  // past the code point's first byte, then its continuation bytes
+      while (at < text_.size() &&
+             (static_cast<unsigned char>(text_[at]) & 0xC0) == 0x80) {
+        ++at;
+      }
+    }
+    return at;
+  }
+
+ private:
+  std::string_view text_;
+  std::vector<size_t> line_starts_;
+};
+
+// Whether `text` parses with a secrets table holding exactly `names`, each
+// an empty string, and the rest as in `original`.
+bool SecretsBlanked(std::string_view text, const toml::table& original) {
+  try {
+    toml::table t = toml::parse(text);
+    const toml::table* secrets = t["secrets"].as_table();
+    const toml::table* before = original["secrets"].as_table();
+    if (secrets == nullptr || before == nullptr ||
+        secrets->size() != before->size()) {
+      return false;
+    }
+    for (const auto& [k, v] : *secrets) {
+      if (!before->contains(k.str()) || v.value<std::string>() != "") {
+        return false;
+      }
+    }
+    t.erase("secrets");
+    toml::table rest = original;
+    rest.erase("secrets");
+    return t == rest;
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
+}  // namespace
+
+std::string WithoutSecretValues(std::string_view text) {
+  toml::table root;
+  try {
+    root = toml::parse(text);
+  } catch (const std::exception&) {
+    return std::string(text);
+  }
+  const toml::table* secrets = root["secrets"].as_table();
+  if (secrets == nullptr || secrets->empty()) return std::string(text);
+  // Each value's text becomes "", followed by the line breaks it held, so
+  // that every later line keeps its number (for errors that name one).
+  struct Span {
+    size_t begin, end;
+  };
+  std::vector<Span> spans;
+  const Positions at(text);
+  bool located = true;
+  for (const auto& [key, value] : *secrets) {
+    const toml::source_region& r = value.source();
+    auto b = at.Offset(r.begin.line, r.begin.column);
+    auto e = at.Offset(r.end.line, r.end.column);
+    if (!b || !e || *e < *b) {
+      located = false;
+      break;
+    }
+    spans.push_back({*b, *e});
+  }
+  if (located) {
+    std::sort(spans.begin(), spans.end(),
+              [](const Span& x, const Span& y) { return x.begin > y.begin; });
+    std::string out(text);
+    for (const Span& s : spans) {
+      const size_t breaks = static_cast<size_t>(
+          std::count(out.begin() + s.begin, out.begin() + s.end, '\n'));
+      out.replace(s.begin, s.end - s.begin,
+                  "\"\"" + std::string(breaks, '\n'));
+    }
+    if (SecretsBlanked(out, root)) return out;
+  }
+  // A layout the splice cannot keep (a multi-line string in an inline
+  // table, say): the file is written anew, without its comments.
+  toml::table* table = root["secrets"].as_table();
+  std::vector<std::string> names;
+  for (const auto& [key, value] : *table) names.emplace_back(key.str());
+  for (const std::string& name : names) table->insert_or_assign(name, "");
+  std::ostringstream out;
+  out << root << "\n";
+  return out.str();
 }
 
 }  // namespace drover

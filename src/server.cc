@@ -114,6 +114,26 @@ Status Server::Start() {
   if (!options_.auth_dir.empty()) {
     if (Status st = SetUpAuth(); !st.ok()) return st;
   }
+  {
+    std::string key_file = options_.secrets_key;
+    if (key_file.empty()) {
+      key_file = (options_.auth_dir.empty() ? options_.data_dir
+                                            : options_.auth_dir) +
+                 "/secrets.key";
+    }
+    bool created = false;
+    auto box = SecretBox::Open(key_file, &created);
+    if (!box.ok()) {
+      return Status(box.status().code(), "--secrets-key: " +
+                                             box.status().message());
+    }
+    box_ = std::move(*box);
+    if (created) {
+      spdlog::info("made the key that seals job secrets in the store: {}; "
+                   "back it up apart from the data dir",
+                   key_file);
+    }
+  }
   const std::pair<zmq::socket_t*, std::string> binds[] = {
       {&api_, options_.api},
       {&tasks_, options_.tasks},
@@ -247,6 +267,20 @@ void Server::LoadUnfinished() {
     }
     ParseResult parsed =
         ParseJobText(job->source, job->source_name, job->inputs);
+    if (parsed.ok() && !job->sealed_secrets.empty()) {
+      // The kept source has the secrets' names; the sealed box their values.
+      auto secrets = box_->OpenSecrets(job->sealed_secrets);
+      if (!secrets.ok()) {
+        spdlog::error("job {}: cannot open its secrets: {}", id,
+                      secrets.status().message());
+        plan_.FailUnloadable(std::move(*job), std::move(*tasks),
+                             "cannot open its secrets after restart: " +
+                                 secrets.status().message(),
+                             now, fx);
+        continue;
+      }
+      parsed.job->secrets = std::move(*secrets);
+    }
     if (!parsed.ok() || parsed.job->tasks.size() != tasks->size()) {
       std::string why = parsed.ok() ? "its tasks do not match its job file"
                                     : parsed.errors.front().ToString();
@@ -749,8 +783,12 @@ Result<std::string> Server::Accept(
   }
   const TimeMs now = clock_.Now();
   JobSpec spec = std::move(*parsed.job);
-  auto [job, tasks] =
-      MakeJobRecords(store_->NewJobId(), spec, source, file, now);
+  // Secrets are kept only sealed: the source without their values, and
+  // the values in a box only droverd's secrets key opens.
+  auto [job, tasks] = MakeJobRecords(
+      store_->NewJobId(), spec,
+      spec.secrets.empty() ? source : WithoutSecretValues(source), file, now);
+  job.sealed_secrets = box_->SealSecrets(spec.secrets);
   Status st = batch_->PutJob(job);
   for (const TaskRecord& t : tasks) {
     if (st.ok()) st = batch_->PutTask(t);

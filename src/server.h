@@ -27,6 +27,7 @@
 #include "committer.h"
 #include "drover/store.h"
 #include "plan.h"
+#include "secret_box.h"
 #include "watcher.h"
 #include "zap_handler.h"
 
@@ -41,6 +42,9 @@ struct ServerOptions {
   // --auth: CURVE on every socket, keys and allowlists from this directory
   // (auth_dir.h); "" : none.
   std::string auth_dir;
+  // The key that seals job secrets in the store (secret_box.h); "" : the
+  // default, secrets.key in auth_dir, or else in data_dir.
+  std::string secrets_key;
   Millis heartbeat_interval{1000};
   uint32_t heartbeat_liveness = 3;
 };
@@ -152,6 +156,7 @@ class Server {
 
   ServerOptions options_;
   std::unique_ptr<Store> store_;
+  std::unique_ptr<SecretBox> box_;  // made by Start
   const Clock& clock_;
   std::string instance_;  // changes at every start; workers watch it
   Plan plan_;

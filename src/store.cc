@@ -221,6 +221,7 @@ void Fields(R& r, F& f) {
   f(9, "source", r.source);
   f(10, "source_name", r.source_name);
   f(11, "task_count", r.task_count);
+  f(12, "sealed_secrets", r.sealed_secrets);
 }
 
 // seq is not stored in the value: it is the key's last part.

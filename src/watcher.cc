@@ -15,6 +15,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// Larger files are never jobs (kMaxJobFileBytes); they are moved as they are.
+constexpr size_t kMaxKeptFileBytes = 1 << 20;
+
 bool EndsWith(const std::string& s, std::string_view suffix) {
   return s.size() >= suffix.size() &&
          s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
@@ -59,6 +62,8 @@ Status Watcher::Start() {
       return Status::IOError("cannot create " + dir_ + "/" + sub + ": " +
                              ec.message());
     }
+    // What was submitted is droverd's alone, even in folders made before.
+    fs::permissions(fs::path(dir_) / sub, fs::perms::owner_all, ec);
   }
   fd_ = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
   if (fd_ < 0) return Status::IOError(std::string("inotify: ") + strerror(errno));
@@ -115,7 +120,30 @@ Status Watcher::MoveWithNote(const WatchedFile& f, const char* subdir,
   // looks finds its outcome beside it.
   Status st = WriteAtomically(dest.string() + suffix, note);
   if (!st.ok()) return st;
+  // A file with secrets is kept without their values: written anew
+  // beside its note, and the original removed. (Again after a crash, if
+  // it comes to that: the original stays until the copy is in place.)
+  std::string text;
+  {
+    std::ifstream in(f.path, std::ios::binary);
+    text.resize(kMaxKeptFileBytes + 1);
+    in.read(text.data(), static_cast<std::streamsize>(text.size()));
+    text.resize(static_cast<size_t>(in.gcount()));
+  }
   std::error_code ec;
+  if (text.size() <= kMaxKeptFileBytes) {
+    std::string kept = WithoutSecretValues(text);
+    if (kept != text) {
+      st = WriteAtomically(dest, kept);
+      if (!st.ok()) return st;
+      fs::remove(f.path, ec);
+      if (ec) {
+        return Status::IOError("cannot remove " + f.path + ": " +
+                               ec.message());
+      }
+      return Status::Ok();
+    }
+  }
   fs::rename(f.path, dest, ec);
   if (ec) {
     return Status::IOError("cannot move " + f.path + " to " + dest.string() +

@@ -549,5 +549,60 @@ TEST_CASE("JobSpec.DocsExamplesValidate") {
   CHECK(blocks >= 5);
 }
 
+// What drover keeps of a job file on disk has no secret in it, and every
+// other line where it was: the same job, with empty secrets.
+TEST_CASE("JobSpec.SecretValuesAreRemovedFromTheKeptText") {
+  const std::string text = R"(name = "s"  # a comment stays
+[secrets]
+TOKEN = "s3cr3t-é"   # the line stays too
+PEM = """-----BEGIN-----
+abc
+-----END-----"""
+RAW = 'lit-secret'
+[[tasks]]
+name = "t"
+run = "echo {{ inputs.x }}"
+env = { T = "{{ secrets.TOKEN }}" }
+[inputs]
+x = "1"
+)";
+  const std::string kept = WithoutSecretValues(text);
+  for (const char* secret : {"s3cr3t", "BEGIN", "abc", "lit-secret"}) {
+    CHECK_MESSAGE(kept.find(secret) == std::string::npos, secret);
+  }
+  CHECK(kept.find("# a comment stays") != std::string::npos);
+  CHECK(kept.find("TOKEN = \"\"   # the line stays too") != std::string::npos);
+  CHECK(std::count(kept.begin(), kept.end(), '\n') ==
+        std::count(text.begin(), text.end(), '\n'));
+  ParseResult before = ParseJobText(text, "s.toml");
+  ParseResult after = ParseJobText(kept, "s.toml");
+  REQUIRE(before.ok());
+  REQUIRE(after.ok());
+  CHECK(after.job->secrets ==
+        std::map<std::string, std::string>{{"PEM", ""}, {"RAW", ""}, {"TOKEN", ""}});
+  CHECK(after.job->tasks[0].where.line == before.job->tasks[0].where.line);
+  CHECK(after.job->tasks[0].env == before.job->tasks[0].env);
+  CHECK(after.job->inputs == before.job->inputs);
+
+  // Inline tables and dotted keys too.
+  const std::string inline_text =
+      "name = \"i\"\nsecrets = { A = \"aaa-secret\", B = \"bbb-secret\" }\n"
+      "secrets2 = 1\n";
+  const std::string inline_kept = WithoutSecretValues(inline_text);
+  CHECK(inline_kept == "name = \"i\"\nsecrets = { A = \"\", B = \"\" }\n"
+                       "secrets2 = 1\n");
+  CHECK(WithoutSecretValues("name = \"d\"\nsecrets.K = \"dotted-secret\"\n") ==
+        "name = \"d\"\nsecrets.K = \"\"\n");
+  // A layout the splice cannot keep is written anew, still without them.
+  const std::string odd =
+      "name = \"o\"\nsecrets = { A = \"\"\"x\ny-secret\"\"\" }\n";
+  const std::string odd_kept = WithoutSecretValues(odd);
+  CHECK(odd_kept.find("y-secret") == std::string::npos);
+  // Nothing to remove, or not TOML at all: as it was.
+  const std::string plain = "name = \"p\"\n[[tasks]]\nname = \"t\"\nrun = \"x\"\n";
+  CHECK(WithoutSecretValues(plain) == plain);
+  CHECK(WithoutSecretValues("[secrets\nA = \"x\"") == "[secrets\nA = \"x\"");
+}
+
 }  // namespace
 }  // namespace drover

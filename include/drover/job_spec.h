@@ -108,6 +108,12 @@ ParseResult ParseJobFile(
     const std::string& path,
     const std::map<std::string, std::string>& input_overrides = {});
 
+// The job file's text with every [secrets] value replaced by an empty
+// string and every other line where it was: what drover keeps of a job
+// file on disk (its store, processed/, failed/). Text that has no secrets,
+// or is not TOML, comes back as it is.
+std::string WithoutSecretValues(std::string_view text);
+
 }  // namespace drover
 
 #endif  // DROVER_JOB_SPEC_H_

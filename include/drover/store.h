@@ -77,9 +77,13 @@ struct JobRecord {
   TimeMs finished_at = 0;
   std::string error;
   std::map<std::string, std::string> inputs;  // after --input overrides
-  std::string source;       // the job file's text, as submitted
+  // The job file's text as submitted, but with its secret values removed
+  // (WithoutSecretValues): they are in sealed_secrets.
+  std::string source;
   std::string source_name;  // the file name it came from, for messages
   uint32_t task_count = 0;
+  // The job's [secrets], sealed by droverd's SecretBox; empty for none.
+  std::string sealed_secrets;
 };
 
 // Log text of one task attempt, in the order it was captured.
