@@ -29,4 +29,11 @@ build http_response_fuzz fuzz/http_response_fuzz.cc workers/unix_http.cc \
   src/status.cc
 build direct_argv_fuzz fuzz/direct_argv_fuzz.cc workers/process_spawn.cc \
   src/status.cc
-echo "fuzz: targets in $out/: job_file_fuzz config_fuzz frame_fuzz docker_stream_fuzz http_response_fuzz direct_argv_fuzz" >&2
+zmq=$(pkg-config --cflags --libs libzmq)
+sodium=$(pkg-config --cflags --libs libsodium)
+build credentials_fuzz fuzz/credentials_fuzz.cc -Isrc src/keys.cc \
+  src/allowlist.cc src/zap_handler.cc "${jobs[@]}" src/status.cc \
+  $toml_lua $zmq -lspdlog -lfmt -lpthread
+build secrets_fuzz fuzz/secrets_fuzz.cc -Isrc src/secret_box.cc src/keys.cc \
+  "${jobs[@]}" src/status.cc $toml_lua $zmq $sodium
+echo "fuzz: targets in $out/: job_file_fuzz config_fuzz frame_fuzz docker_stream_fuzz http_response_fuzz direct_argv_fuzz credentials_fuzz secrets_fuzz" >&2
