@@ -88,6 +88,7 @@ bool ApplyConfig(CLI::App& app, const std::string& path,
   for (const auto& [key, value] : file.values) {
     CLI::Option* opt = app.get_option_no_throw("--" + key);
     if (opt == nullptr || opt->count() > 0) continue;  // the flag wins
+    if (value.values.empty()) continue;  // an empty list: the default
     try {
       for (const std::string& v : value.values) opt->add_result(v);
       opt->run_callback();

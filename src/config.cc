@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -108,6 +109,37 @@ ConfigFile ReadConfigFile(const std::string& path,
         v.values.push_back(*s);
         break;
       }
+      case ConfigKind::kTable: {
+        const toml::table* tbl = node.as_table();
+        if (tbl == nullptr) {
+          error(v.where, "'" + name +
+                             "' must be a table such as { memory = \"1g\" }");
+          continue;
+        }
+        std::string text;
+        bool good = true;
+        for (const auto& [k, n] : *tbl) {
+          std::string value;
+          if (auto str = n.value_exact<std::string>()) {
+            value = *str;
+          } else if (auto i = n.value_exact<int64_t>()) {
+            value = std::to_string(*i);
+          } else if (auto d = n.value_exact<double>()) {
+            char buf[32];
+            snprintf(buf, sizeof buf, "%g", *d);
+            value = buf;
+          } else {
+            error(Where(n), "'" + name + "." + std::string(k.str()) +
+                                "' must be a string or a number");
+            good = false;
+            break;
+          }
+          text += (text.empty() ? "" : ",") + std::string(k.str()) + "=" + value;
+        }
+        if (!good) continue;
+        v.values.push_back(text);
+        break;
+      }
       case ConfigKind::kBool:
         if (!node.is_boolean()) {
           error(v.where, "'" + name + "' must be true or false");
@@ -182,6 +214,13 @@ const std::vector<ConfigKey>& WorkerConfigKeys() {
       {"queue", ConfigKind::kStringList},
       {"prefetch", ConfigKind::kInteger},
       {"runtime", ConfigKind::kStringList},
+      {"allowed-images", ConfigKind::kStringList},
+      {"allowed-networks", ConfigKind::kStringList},
+      {"allow-root", ConfigKind::kBool},
+      {"default-limits", ConfigKind::kTable},
+      {"max-limits", ConfigKind::kTable},
+      {"cap-add-allowed", ConfigKind::kStringList},
+      {"max-log-bytes", ConfigKind::kString},
       {"docker-socket", ConfigKind::kString},
       {"docker-output", ConfigKind::kString},
       {"docker-daemon-work-dir", ConfigKind::kString},

@@ -45,19 +45,21 @@ constexpr std::string_view kTaskKeys[] = {
     "name",  "image",   "run",  "cmd",        "entrypoint",
     "env",   "workdir", "user", "volumes",    "network",
     "queue", "var",     "if",   "depends_on", "timeout",
-    "retry", "limits",  "pre",  "post",       "runtime"};
+    "retry", "limits",  "pre",  "post",       "runtime",
+    "cap_add"};
 // Keys a pre or post task may not set: it runs inside its parent's attempt.
 constexpr std::string_view kHookForbidden[] = {"depends_on", "pre",   "post",
                                                "var",        "queue", "retry"};
 constexpr std::string_view kHookKeys[] = {
     "name", "image",   "run",     "cmd", "entrypoint", "env",    "workdir",
-    "user", "volumes", "network", "if",  "timeout",    "limits", "runtime"};
+    "user", "volumes", "network", "if",  "timeout",    "limits", "runtime",
+    "cap_add"};
 constexpr std::string_view kDefaultsKeys[] = {
     "timeout", "retry", "limits",  "queue", "network",
-    "image",   "env",   "workdir", "user",  "runtime"};
+    "image",   "env",   "workdir", "user",  "runtime", "cap_add"};
 constexpr std::string_view kRetryKeys[] = {"limit", "initial_delay",
                                            "max_delay", "scaling"};
-constexpr std::string_view kLimitsKeys[] = {"cpus", "memory"};
+constexpr std::string_view kLimitsKeys[] = {"cpus", "memory", "pids"};
 
 bool Contains(Keys keys, std::string_view key) {
   return std::find(keys.begin(), keys.end(), key) != keys.end();
@@ -146,6 +148,22 @@ bool Parser::ParseSetting(std::string_view key, const toml::node& v,
         reader_.Template(it->second, str->get(), "env." + std::string(n), true);
       }
     }
+  } else if (key == "cap_add") {
+    s.cap_add = reader_.StringArray(v, key);
+    if (s.cap_add) {
+      const auto* arr = v.as_array();
+      for (size_t i = 0; i < s.cap_add->size(); ++i) {
+        std::string& cap = (*s.cap_add)[i];
+        std::string name = CapabilityName(cap);
+        if (name.empty()) {
+          reader_.Bad(arr ? (*arr)[i] : v, Elem(key, i),
+                      ": \"" + cap +
+                          "\" is not a capability name such as \"NET_ADMIN\"");
+        }
+        cap = std::move(name);
+      }
+      std::erase(*s.cap_add, std::string());
+    }
   } else if (key == "workdir") {
     s.workdir = reader_.String(v, key);
   } else if (key == "user") {
@@ -230,6 +248,15 @@ void Parser::ParseLimits(const toml::node& v, TaskSettings& s) {
         s.memory = bytes;
       } else {
         reader_.Bad(n, name, " must be positive");
+      }
+    } else if (key == "pids") {
+      const auto* i = n.as_integer();
+      if (i == nullptr) {
+        reader_.WrongType(n, name, "a positive integer");
+      } else if (i->get() <= 0) {
+        reader_.Bad(n, name, " must be positive");
+      } else {
+        s.pids = i->get();
       }
     } else {
       reader_.Unknown(k, kLimitsKeys, "limits.");
@@ -404,6 +431,8 @@ TaskSpec Parser::Resolve(const TaskDraft& d, const std::string& parent_queue,
   }
   t.limits.cpus = o.cpus.value_or(f.cpus.value_or(0));
   t.limits.memory_bytes = o.memory.value_or(f.memory.value_or(0));
+  t.limits.pids = o.pids.value_or(f.pids.value_or(0));
+  t.cap_add = o.cap_add.value_or(f.cap_add.value_or(std::vector<std::string>{}));
   if (f.env) t.env = *f.env;
   if (o.env) {
     for (const auto& [k, v] : *o.env) t.env[k] = v;
@@ -661,6 +690,19 @@ bool SecretsBlanked(std::string_view text, const toml::table& original) {
 }
 
 }  // namespace
+
+std::string CapabilityName(std::string_view name) {
+  std::string out;
+  for (char c : name) {
+    if (IsAlpha(c) || c == '_') {
+      out += static_cast<char>(c >= 'a' && c <= 'z' ? c - 'a' + 'A' : c);
+    } else {
+      return "";
+    }
+  }
+  if (out.rfind("CAP_", 0) == 0) out.erase(0, 4);
+  return out;
+}
 
 std::string WithoutSecretValues(std::string_view text) {
   toml::table root;

@@ -5,6 +5,7 @@
 
 #include "drover/clock.h"
 #include "drover/expression.h"
+#include "drover/policy.h"
 #include "drover/text.h"
 
 namespace drover {
@@ -43,6 +44,7 @@ struct Plan::Worker {
   // over their results; absent before the first.
   std::map<std::string, double> run_ms;
   std::set<std::string> runtimes;
+  std::optional<ContainerPolicy> policy;  // from its hello; none: anything
   struct Held {
     std::string queue;
     TimeMs since = 0;  // when assigned (or adopted)
@@ -275,6 +277,8 @@ Result<TaskRun> Resolve(const TaskSpec& spec, const ExpressionContext& plain,
   run.timeout = spec.timeout.value_or(Millis(0));
   run.cpus = spec.limits.cpus;
   run.memory_bytes = spec.limits.memory_bytes;
+  run.pids = spec.limits.pids;
+  run.cap_add = spec.cap_add;
   // A pre or post task takes `if` like any task; the runtimes know nothing
   // of conditions, so a false one is decided here, at dispatch.
   auto hooks = [&](const std::vector<TaskSpec>& specs, const char* role,
@@ -484,6 +488,7 @@ Status Plan::OnHello(const Hello& hello, const std::string& key, TimeMs now,
   w.key = key;
   w.slots = hello.queues;
   w.prefetch = hello.prefetch;
+  w.policy = hello.policy;
   w.runtimes =
       std::set<std::string>(hello.runtimes.begin(), hello.runtimes.end());
   w.alive = true;
@@ -851,6 +856,8 @@ bool Plan::TryAssign(Job& job, uint32_t index, TimeMs now, Effects& fx) {
   Worker* best = nullptr;
   uint32_t best_slots = 0;  // free slots
   uint32_t best_free = 0;   // free slots and room to hold (prefetch)
+  Status refused;           // the first policy that forbids it
+  bool allowed = false;     // some worker that could run it allows it
   for (auto& [name, w] : workers_) {
     if (!w->alive || w->state == "draining") continue;
     if (w->state == "degraded" && spec.runtime == RuntimeKind::kDocker) {
@@ -859,6 +866,15 @@ bool Plan::TryAssign(Job& job, uint32_t index, TimeMs now, Effects& fx) {
     if (!w->runtimes.count(runtime)) continue;
     auto s = w->slots.find(spec.queue);
     if (s == w->slots.end()) continue;
+    if (spec.runtime == RuntimeKind::kDocker && w->policy) {
+      if (Status st = CheckTask(*w->policy, spec); !st.ok()) {
+        if (refused.ok()) {
+          refused = Status(st.code(), "worker " + name + ": " + st.message());
+        }
+        continue;
+      }
+    }
+    allowed = true;
     const uint32_t used = w->used[spec.queue];
     const uint32_t room = s->second + HoldFor(*w, spec.queue, s->second);
     if (used >= room) continue;
@@ -873,7 +889,17 @@ bool Plan::TryAssign(Job& job, uint32_t index, TimeMs now, Effects& fx) {
       best_free = free;
     }
   }
-  if (best == nullptr) return false;
+  if (best == nullptr) {
+    if (!allowed && !refused.ok()) {
+      // Every worker that serves its queue forbids it: it would wait for
+      // ever. (The submission is refused for this, when it is seen then.)
+      FailTask(job, index,
+               "no connected worker's policy allows it: " + refused.message(),
+               now, fx);
+      return true;
+    }
+    return false;
+  }
 
   std::vector<std::string> skipped;
   auto run = Resolve(spec, ContextFor(job.rec, job.spec, job.vars, false),
@@ -944,6 +970,22 @@ std::optional<TimeMs> Plan::NextDeadline() const {
   if (!delayed_.empty()) take(delayed_.begin()->first);
   for (const auto& [ref, until] : orphans_) take(until);
   return next;
+}
+
+std::string Plan::PolicyRefusal(const TaskSpec& task) const {
+  if (task.runtime != RuntimeKind::kDocker) return "";
+  std::string first;
+  for (const auto& [name, w] : workers_) {
+    if (!w->alive || !w->runtimes.count("docker") ||
+        !w->slots.count(task.queue)) {
+      continue;
+    }
+    if (!w->policy) return "";
+    Status st = CheckTask(*w->policy, task);
+    if (st.ok()) return "";
+    if (first.empty()) first = "worker " + name + ": " + st.message();
+  }
+  return first;
 }
 
 size_t Plan::live_workers() const {

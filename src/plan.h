@@ -126,6 +126,10 @@ class Plan {
   std::vector<WorkerView> Workers() const;
   size_t running_jobs() const { return jobs_.size(); }
   size_t live_workers() const;
+  // Why no connected worker would run `task` (a Docker task), naming the
+  // policy key of the first that forbids it; "" if one allows it or none
+  // serves its queue (it then waits for one, as any task does).
+  std::string PolicyRefusal(const TaskSpec& task) const;
   // Secret values of an unfinished job (for redaction), longest first, or
   // empty.
   std::vector<std::string> Secrets(const std::string& job_id) const;

@@ -83,6 +83,8 @@ WireTask ToWire(const TaskRun& run) {
   w.timeout_ms = static_cast<uint64_t>(run.timeout.count());
   w.cpus = run.cpus;
   w.memory_bytes = run.memory_bytes;
+  w.pids = run.pids;
+  w.cap_add = run.cap_add;
   for (const auto& p : run.pre) w.pre.push_back(ToWire(p));
   for (const auto& p : run.post) w.post.push_back(ToWire(p));
   return w;
@@ -103,6 +105,8 @@ TaskRun FromWire(const WireTask& w) {
   r.timeout = std::chrono::milliseconds(w.timeout_ms);
   r.cpus = w.cpus;
   r.memory_bytes = w.memory_bytes;
+  r.pids = w.pids;
+  r.cap_add = w.cap_add;
   for (const auto& p : w.pre) r.pre.push_back(FromWire(p));
   for (const auto& p : w.post) r.post.push_back(FromWire(p));
   return r;

@@ -781,6 +781,22 @@ Result<std::string> Server::Accept(
         file + ": " + std::to_string(errors->size()) +
         " validation error(s); the job was not stored");
   }
+  // A Docker task that every connected worker's policy forbids would wait
+  // for ever: refused now, with the policy key, as a validation error.
+  for (const TaskSpec& t : parsed.job->tasks) {
+    if (std::string why = plan_.PolicyRefusal(t); !why.empty()) {
+      errors->push_back(Diagnostic{
+          file, t.where,
+          "task '" + t.name + "': no connected worker's policy allows it: " +
+              why});
+    }
+  }
+  if (!errors->empty()) {
+    spdlog::info("job file {} refused: {}", file, errors->front().ToString());
+    return Status::InvalidArgument(
+        file + ": " + std::to_string(errors->size()) +
+        " task(s) that no connected worker allows; the job was not stored");
+  }
   const TimeMs now = clock_.Now();
   JobSpec spec = std::move(*parsed.job);
   // Secrets are kept only sealed: the source without their values, and

@@ -26,7 +26,8 @@ struct TaskSettings {
   std::optional<Millis> timeout, initial_delay, max_delay;
   std::optional<uint32_t> retry_limit;
   std::optional<double> scaling, cpus;
-  std::optional<int64_t> memory;
+  std::optional<int64_t> memory, pids;
+  std::optional<std::vector<std::string>> cap_add;
   std::optional<std::map<std::string, std::string>> env;
 };
 

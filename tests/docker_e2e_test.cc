@@ -364,7 +364,7 @@ std::string WhichOutputJob(const std::string& queue) {
 [[tasks]]
 name = "which"
 image = "drover-test/busybox:latest"
-run = "if grep -q ' /drover ' /proc/mounts; then m=bind; else m=archive; fi; printf $m > $DROVER_OUTPUT"
+run = "if grep -q ' /drover/output ' /proc/mounts; then m=bind; else m=archive; fi; printf $m > $DROVER_OUTPUT"
 )toml";
 }
 
@@ -635,4 +635,81 @@ TEST_CASE("DockerE2E.DaemonGoneThenBack") {
   CHECK(again.Wait(30s) == 0);
 }
 
+}  // namespace drover::testing
+
+namespace drover::testing {
+namespace {
+
+// A worker's container policy, through droverd: a job that no connected
+// worker allows is refused at submission with the policy key; what one
+// allows runs, its output cut at max_log_bytes while the task goes on.
+TEST_CASE("DockerE2E.WorkerPolicyRefusesAndBounds") {
+  if (!DockerAvailable()) return;
+  Cluster c;
+  c.StartScheduler();
+  StartDockerWorker(c, "strict", SharedSocket(),
+                    {"--allowed-images", "drover-test/*", "--max-log-bytes",
+                     "10k", "--max-limits", "memory=512m",
+                     "--default-limits", "memory=256m,pids=1024"});
+  WaitReady(c, "strict");
+  const std::string dir = c.dir();
+  auto submit = [&](const std::string& name, const std::string& body) {
+    WriteFile(dir + "/" + name + ".toml",
+              "name = \"" + name + "\"\n[[tasks]]\nname = \"t\"\n" + body);
+    return RunCommand({BuildPath("drover"), "--api", c.api(), "submit",
+                       dir + "/" + name + ".toml", "--wait"});
+  };
+  CommandResult image = submit("image", "image = \"alpine\"\nrun = \"true\"\n");
+  CHECK(image.exit_code == 2);
+  CHECK_MESSAGE(image.err.find(dir + "/image.toml:2:1: error: task 't': no "
+                               "connected worker's policy allows it: worker "
+                               "strict: image 'alpine' is not allowed by "
+                               "allowed_images (drover-test/*)") !=
+                    std::string::npos,
+                image.err);
+  CommandResult host = submit(
+      "host", "image = \"" + std::string(kImage) +
+                  "\"\nrun = \"true\"\nnetwork = \"host\"\n");
+  CHECK(host.exit_code == 2);
+  CHECK(host.err.find("network 'host' is not allowed by allowed_networks") !=
+        std::string::npos);
+  CommandResult memory = submit(
+      "memory", "image = \"" + std::string(kImage) +
+                    "\"\nrun = \"true\"\nlimits = { memory = \"1g\" }\n");
+  CHECK(memory.exit_code == 2);
+  CHECK(memory.err.find("limits.memory 1g is over max_limits.memory 512m") !=
+        std::string::npos);
+  CHECK(c.client().Call<ListReply>(ListRequest{})->jobs.empty());
+  // Allowed: 100 KiB of output, of which 10 KiB are kept, and the task
+  // went on to its end.
+  CommandResult chatty = submit(
+      "chatty", "image = \"" + std::string(kImage) +
+                    "\"\nrun = \"for i in $(seq 1000); do printf '%0100d\\\\n' $i; "
+                    "done; echo -n finished > $DROVER_OUTPUT\"\n");
+  CHECK_MESSAGE(chatty.exit_code == 0, chatty.err);
+  auto jobs = c.client().Call<ListReply>(ListRequest{});
+  REQUIRE(jobs.ok());
+  REQUIRE(jobs->jobs.size() == 1);
+  JobView job = c.Status(jobs->jobs[0].id);
+  CHECK(job.tasks[0].output.value_or("") == "finished");
+  const std::string logs = c.Logs(job.id);
+  CHECK(logs.size() == 10 * 1024);
+  std::string all;
+  uint64_t after = 0;
+  while (true) {
+    LogsRequest req;
+    req.job_id = job.id;
+    req.after = after;
+    auto reply = c.client().Call<LogsReply>(req);
+    REQUIRE(reply.ok());
+    for (const auto& l : reply->chunks) all += l.data;
+    if (reply->last == after) break;
+    after = reply->last;
+  }
+  CHECK(all.find("output over max_log_bytes (10240 bytes)") !=
+        std::string::npos);
+  ExpectNothingLeftOf(job.id);
+}
+
+}  // namespace
 }  // namespace drover::testing

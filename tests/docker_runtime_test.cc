@@ -20,6 +20,8 @@
 #include <string>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
 #include "docker_client.h"
 #include "docker_test_env.h"
 
@@ -759,15 +761,19 @@ TEST_CASE("DockerRuntime.OutputThroughABindMountUnderANonRootUser") {
       std::getline(in, host_contents);
     }
   });
+  // Only the file is mounted: /drover is the container's own, and the
+  // task can write nothing else of the host's.
   TaskRun t = Task("t",
-                   "grep -c ' /drover ' /proc/mounts; "
+                   "grep -c ' /drover/output ' /proc/mounts; "
                    "ls -ld /drover | cut -c1-10; "
                    "ls -l $DROVER_OUTPUT | cut -c1-10; id -u; "
+                   "touch /drover/other 2>/dev/null || echo no-other; "
                    "echo from-nobody > $DROVER_OUTPUT; echo written; sleep 1");
   t.user = "65534:65534";
   RunOutcome r = rt.Run(t, logs, {});
   CHECK(r.ok());
-  CHECK(logs.out() == "1\ndrwxrwxrwt\n-rw-rw-rw-\n65534\nwritten\n");
+  CHECK(logs.out() ==
+        "1\ndrwxr-xr-x\n-rw-rw-rw-\n65534\nno-other\nwritten\n");
   CHECK(r.output == "from-nobody\n");
   {
     std::lock_guard lock(mu);
@@ -778,26 +784,131 @@ TEST_CASE("DockerRuntime.OutputThroughABindMountUnderANonRootUser") {
   ExpectNoLeftovers();
 }
 
-TEST_CASE("DockerRuntime.BindOutputIsNeverReadThroughALinkOrAFifo") {
+// Followed on the host, a link would hand over the host's file, and opening
+// a FIFO for reading would wait for a writer: the task, even as root,
+// cannot put either in the place of its output file, which is a mount.
+TEST_CASE("DockerRuntime.BindOutputCannotBeReplacedByALinkOrAFifo") {
   if (!DockerAvailable()) return;
   DockerRuntime rt(Options());
-  // Followed on the host, the link would hand over the host's file.
   CaptureSink logs;
   RunOutcome r = rt.Run(
-      Task("link", "rm $DROVER_OUTPUT; ln -s /etc/hostname $DROVER_OUTPUT"),
+      Task("link",
+           "rm $DROVER_OUTPUT || echo kept; "
+           "ln -sf /etc/hostname $DROVER_OUTPUT || echo kept; "
+           "mv /etc/hostname $DROVER_OUTPUT || echo kept; "
+           "mkfifo /tmp/f && mv /tmp/f $DROVER_OUTPUT || echo kept"),
       logs, {});
   CHECK(r.ok());
   CHECK(r.output == "");
-  CHECK(logs.notes().find("could not read the output: /drover/output is a "
-                          "symbolic link") != std::string::npos);
-  // Opening a FIFO for reading would wait for a writer.
-  CaptureSink logs2;
-  RunOutcome r2 = rt.Run(
-      Task("fifo", "rm $DROVER_OUTPUT; mkfifo $DROVER_OUTPUT"), logs2, {});
-  CHECK(r2.ok());
-  CHECK(r2.output == "");
-  CHECK(logs2.notes().find("/drover/output is not a regular file") !=
-        std::string::npos);
+  CHECK(logs.out() == "kept\nkept\nkept\nkept\n");
+  CHECK(logs.notes().find("could not read the output") == std::string::npos);
+  ExpectNoLeftovers();
+}
+
+// A task may not fill the worker's disk through its output file: past
+// kMaxOutputFileBytes it is emptied and the container stopped.
+TEST_CASE("DockerRuntime.OutputFileIsBoundedOnTheHost") {
+  if (!DockerAvailable()) return;
+  DockerRuntime rt(Options());
+  CaptureSink logs;
+  TaskRun t = Task("fill",
+                   "while true; do cat /bin/busybox >> $DROVER_OUTPUT; done");
+  t.user = "65534:65534";
+  const auto start = std::chrono::steady_clock::now();
+  RunOutcome r = rt.Run(t, logs, {});
+  CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(30));
+  CHECK(!r.ok());
+  CHECK_MESSAGE(r.error.find("its output file grew past 1048576 bytes") !=
+                    std::string::npos,
+                r.error);
+  CHECK(r.output.size() <= kMaxOutputBytes);
+  ExpectNoLeftovers();
+}
+
+// The daemon's own view of a running container of this test's job:
+// GET /containers/{id}/json, through curl on the daemon's socket.
+nlohmann::json InspectRunning(const std::string& job_id) {
+  auto curl = [](const std::string& path) {
+    const std::string cmd = "curl -s --unix-socket " + SocketPath() +
+                            " 'http://docker" + path + "'";
+    std::string out;
+    if (FILE* f = ::popen(cmd.c_str(), "r")) {
+      char buf[4096];
+      size_t n;
+      while ((n = fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
+      ::pclose(f);
+    }
+    return nlohmann::json::parse(out, nullptr, false);
+  };
+  nlohmann::json list = curl(
+      "/containers/json?filters=%7B%22label%22%3A%5B%22drover.job%3D" +
+      job_id + "%22%5D%7D");
+  REQUIRE(list.is_array());
+  REQUIRE(list.size() == 1);
+  return curl("/containers/" + list[0]["Id"].get<std::string>() + "/json");
+}
+
+// What the worker's policy gives every container, seen by the daemon and
+// from inside: capabilities (Docker's defaults without NET_RAW, plus the
+// task's cap_add), no-new-privileges, limits, a bounded log, no root when
+// root is not allowed.
+TEST_CASE("DockerRuntime.ContainersRunUnderTheWorkersPolicy") {
+  if (!DockerAvailable()) return;
+  DockerRuntimeOptions o = Options();
+  o.policy.default_limits = {0.5, 256 << 20, 64};
+  o.policy.max_log_bytes = 1 << 20;
+  DockerRuntime rt(o);
+  nlohmann::json seen;
+  TaskRun t = Task("caps",
+                   "grep -E '^(CapEff|NoNewPrivs)' /proc/self/status; id -u; "
+                   "ping -c 1 127.0.0.1 >/dev/null 2>&1 || echo no-raw-sockets; "
+                   "echo inspect-now; sleep 1");
+  t.cap_add = {"NET_ADMIN"};
+  WatchingSink logs([&](std::string_view data) {
+    if (data.find("inspect-now") != std::string_view::npos) {
+      seen = InspectRunning(t.job_id);
+    }
+  });
+  RunOutcome r = rt.Run(t, logs, {});
+  CHECK_MESSAGE(r.ok(), r.error);
+  // Docker's default set is 00000000a80425fb; without NET_RAW (bit 13),
+  // with NET_ADMIN (bit 12).
+  CHECK(logs.out() ==
+        "CapEff:\t00000000a80415fb\nNoNewPrivs:\t1\n0\nno-raw-sockets\n"
+        "inspect-now\n");
+  REQUIRE(seen.is_object());
+  const nlohmann::json& host = seen["HostConfig"];
+  CHECK(host["CapDrop"] == nlohmann::json::array({"ALL"}));
+  CHECK(host["CapAdd"].size() == 14);
+  CHECK(host["Privileged"] == false);
+  CHECK(host["SecurityOpt"] == nlohmann::json::array({"no-new-privileges"}));
+  CHECK(host["Memory"] == 256 << 20);
+  CHECK(host["NanoCpus"] == 500000000);
+  CHECK(host["PidsLimit"] == 64);
+  CHECK(host["LogConfig"]["Type"] == "json-file");
+  CHECK(host["LogConfig"]["Config"]["max-size"] ==
+        std::to_string((2 << 20) + (1 << 20)));
+  // No host path but its output file.
+  REQUIRE(host["Mounts"].size() == 1);
+  CHECK(host["Mounts"][0]["Type"] == "bind");
+  CHECK(host["Mounts"][0]["Target"] == "/drover/output");
+  CHECK(host["Binds"].is_null());
+  CHECK(host["Devices"].empty());
+
+  // Without root: a task that names none (or root) runs as nobody.
+  o.policy.allow_root = false;
+  DockerRuntime no_root(o);
+  for (const char* user : {"", "root", "0:0"}) {
+    CAPTURE(user);
+    CaptureSink l;
+    TaskRun u = Task("who", "id -u; id -g");
+    u.user = user;
+    RunOutcome ru = no_root.Run(u, l, {});
+    CHECK(ru.ok());
+    CHECK(l.out() == "65534\n65534\n");
+    CHECK(l.notes().find("does not allow root (allow_root)") !=
+          std::string::npos);
+  }
   ExpectNoLeftovers();
 }
 

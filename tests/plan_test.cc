@@ -36,8 +36,10 @@ class Fixture {
              std::vector<AttemptRef> running = {},
              const std::string& instance = "",
              std::map<std::string, uint32_t> prefetch = {},
-             const std::string& key = "") {
+             const std::string& key = "",
+             std::optional<ContainerPolicy> policy = std::nullopt) {
     drover::Hello h;
+    h.policy = std::move(policy);
     h.prefetch = std::move(prefetch);
     h.name = name;
     h.instance = instance.empty() ? name + "-life1" : instance;
@@ -155,6 +157,14 @@ class Fixture {
   std::map<std::pair<std::string, uint32_t>, TaskRecord> tasks_;
   std::map<std::string, JobRecord> jobs_by_id_;
 };
+
+TaskSpec Docker(const std::string& image) {
+  ParseResult r = ParseJobText(
+      "name = \"d\"\n[[tasks]]\nname = \"t\"\nimage = \"" + image + "\"\n",
+      "d.toml");
+  REQUIRE(r.ok());
+  return r.job->tasks[0];
+}
 
 const char* kThreeRoots = R"(
 name = "roots"
@@ -671,6 +681,44 @@ TEST_CASE("Plan.WorkerIsBoundToItsKey") {
   auto workers = f.plan_.Workers();
   REQUIRE(workers.size() == 1);
   CHECK(workers[0].state == "dead");
+}
+
+// A Docker task goes only to a worker whose policy allows it; one that no
+// serving worker allows fails, naming the policy key, instead of waiting.
+TEST_CASE("Plan.DockerTasksGoOnlyWhereThePolicyAllows") {
+  Fixture f;
+  ContainerPolicy strict;
+  strict.allowed_images = {"busybox:*"};
+  ContainerPolicy open;
+  f.Hello("strict", {{"default", 4}}, {"docker"}, {}, "", {}, "", strict);
+  std::string job = f.AddJob(
+      "name = \"x\"\n[[tasks]]\nname = \"t\"\nimage = \"alpine\"\n");
+  f.Tick();
+  CHECK(f.TakeAssigns().empty());
+  CHECK(f.Task(job, 0).state == TaskState::kFailed);
+  CHECK(f.Task(job, 0).error ==
+        "no connected worker's policy allows it: worker strict: image "
+        "'alpine' is not allowed by allowed_images (busybox:*)");
+  // With a worker that allows it, it waits for that worker only.
+  f.Hello("open", {{"default", 1}}, {"docker"}, {}, "", {}, "", open);
+  std::string a = f.AddJob(
+      "name = \"a\"\n[[tasks]]\nname = \"t\"\nimage = \"alpine\"\n"
+      "depends_on = []\n[[tasks]]\nname = \"u\"\nimage = \"alpine\"\n"
+      "depends_on = []\n");
+  f.Tick();
+  auto assigns = f.TakeAssigns();
+  REQUIRE(assigns.size() == 1);
+  CHECK(assigns[0].first == "open");
+  CHECK(f.Task(a, 1).state == TaskState::kPending);  // waits for "open"
+  // Submission-time view of the same.
+  ParseResult spec = ParseJobText(
+      "name = \"s\"\n[[tasks]]\nname = \"t\"\nimage = \"x\"\n"
+      "network = \"host\"\n", "s.toml");
+  REQUIRE(spec.ok());
+  CHECK(f.plan_.PolicyRefusal(spec.job->tasks[0]).find(
+            "network 'host' is not allowed by allowed_networks") !=
+        std::string::npos);
+  CHECK(f.plan_.PolicyRefusal(Docker("busybox:1")) == "");
 }
 
 // Regression: a skip that ended the job from inside OnTaskDone (or Admit)

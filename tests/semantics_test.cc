@@ -1228,9 +1228,12 @@ struct ExampleRun {
 TEST_CASE("Semantics.EveryExampleInJobsMdRunsEndToEnd") {
   Cluster c;
   c.StartScheduler();
+  // The examples' "bridge" networks run as "host" here (the test daemon
+  // has no bridge), which a worker allows only when it lists it.
   std::vector<std::string> worker = {
       "--runtime", "docker",  "--runtime",     "shell",   "--queue",
-      "default:4", "--queue", "maintenance:1", "--queue", "batch:2"};
+      "default:4", "--queue", "maintenance:1", "--queue", "batch:2",
+      "--allowed-networks", "none", "--allowed-networks", "host"};
   if (const char* host = std::getenv("DOCKER_HOST");
       host != nullptr && std::string(host).rfind("unix://", 0) == 0) {
     worker.push_back("--docker-socket");

@@ -549,7 +549,23 @@ Result<std::string> DockerClient::ContainerCreate(
     host["MemorySwap"] = config.memory_bytes;
   }
   if (config.nano_cpus > 0) host["NanoCpus"] = config.nano_cpus;
+  if (config.pids_limit > 0) host["PidsLimit"] = config.pids_limit;
   if (config.init) host["Init"] = true;
+  host["Privileged"] = false;
+  if (config.drop_caps) {
+    host["CapDrop"] = Json::array({"ALL"});
+    host["CapAdd"] = config.caps;
+  }
+  if (config.no_new_privileges) {
+    host["SecurityOpt"] = Json::array({"no-new-privileges"});
+  }
+  if (config.log_max_bytes > 0) {
+    host["LogConfig"] = {
+        {"Type", "json-file"},
+        {"Config",
+         {{"max-size", std::to_string(config.log_max_bytes)},
+          {"max-file", "1"}}}};
+  }
   Json mounts = Json::array();
   for (const VolumeMount& m : config.mounts) {
     mounts.push_back(

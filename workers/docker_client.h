@@ -78,7 +78,16 @@ struct ContainerConfig {
   std::string network_mode = "none";
   int64_t memory_bytes = 0;  // 0: no limit; swap is capped at the same value
   int64_t nano_cpus = 0;     // 0: no limit
+  int64_t pids_limit = 0;    // 0: no limit
   bool init = false;         // run the daemon's init (docker-init) as PID 1
+  // With `drop_caps`, HostConfig.CapDrop = ALL and CapAdd = `caps`; else
+  // the daemon's defaults. Never privileged, no devices either way.
+  bool drop_caps = false;
+  std::vector<std::string> caps;
+  bool no_new_privileges = false;  // SecurityOpt no-new-privileges
+  // The json-file log driver, capped at this size (one file); 0: the
+  // daemon's default driver.
+  int64_t log_max_bytes = 0;
   std::vector<VolumeMount> mounts;
   std::vector<BindMount> binds;
 };

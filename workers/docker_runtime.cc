@@ -1,4 +1,8 @@
 #include "docker_runtime.h"
+#include "drover/policy.h"
+
+#include <poll.h>
+#include <sys/inotify.h>
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -34,16 +38,6 @@ constexpr std::chrono::milliseconds kProbeEvery{1000};
 // this many times, then left to CleanupLeftovers at the worker's next start.
 constexpr int kMaxRemovalRefusals = 10;
 
-std::string FormatDuration(std::chrono::milliseconds d) {
-  int64_t ms = d.count();
-  if (ms % 1000 == 0) return std::to_string(ms / 1000) + "s";
-  if (ms < 1000) return std::to_string(ms) + "ms";
-  std::string s = std::to_string(ms / 1000) + "." +
-                  std::to_string(1000 + ms % 1000).substr(1);
-  while (s.back() == '0') s.pop_back();
-  return s + "s";
-}
-
 // Docker names allow [a-zA-Z0-9][a-zA-Z0-9_.-]*; job ids and task names may
 // hold anything.
 std::string NamePart(std::string_view s) {
@@ -77,10 +71,11 @@ Status ErrnoStatus(const std::string& doing) {
   return err == ENOENT ? Status::NotFound(text) : Status::IOError(text);
 }
 
-// A fresh `dir` (mode 01777) holding an empty `output` (mode 0666), so a
-// task under any `user` can write the file; the sticky bit keeps it from
-// deleting the file. The root above it is the worker's alone (0700): the
-// daemon, as root, needs no permission to mount it.
+// A fresh `dir` (the worker's alone, 0700) holding an empty `output` (mode
+// 0666), so that a task under any `user` can write the file. Only the file
+// is mounted into the container: the task has nothing else of the host to
+// write to, and the file is watched for size (RunContainer). The daemon,
+// as root, needs no permission to mount it.
 Status MakeOutputDir(const std::filesystem::path& dir) {
   std::error_code ec;
   const std::filesystem::path root = dir.parent_path().parent_path();
@@ -93,10 +88,7 @@ Status MakeOutputDir(const std::filesystem::path& dir) {
   if (::mkdir(dir.c_str(), 0700) != 0) {
     return ErrnoStatus("creating " + dir.string());
   }
-  // chmod and fchmod, since the umask trims what mkdir and open are given.
-  if (::chmod(dir.c_str(), 01777) != 0) {
-    return ErrnoStatus("chmod " + dir.string());
-  }
+  // fchmod, since the umask trims what open is given.
   const std::string file = (dir / "output").string();
   const int fd =
       ::open(file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
@@ -227,8 +219,11 @@ class DockerRuntime::Attempt {
   void DropOutputDir(const std::filesystem::path& dir);
   StepResult RunStep(const TaskRun& step, std::string_view role, size_t index,
                      bool want_output);
+  // `output_file`: the host file mounted as its output (the bind method),
+  // kept to kMaxOutputFileBytes; empty with the archive method.
   StepResult RunContainer(const TaskRun& step, const std::string& id,
-                          std::string_view what);
+                          std::string_view what,
+                          const std::filesystem::path& output_file);
   void Cleanup();
 
   DockerRuntime& runtime_;
@@ -335,7 +330,8 @@ Result<std::string> DockerRuntime::Attempt::Create(
                : std::filesystem::path(options_.daemon_work_dir) /
                      dir.lexically_relative(options_.work_dir))
               .string();
-      config.binds = {{source, std::string(kContainerOutputDir), false}};
+      config.binds = {{(std::filesystem::path(source) / "output").string(),
+                       std::string(kContainerOutputPath), false}};
       config.labels[kOutputDirLabel] = dir.string();
       Result<std::string> id = client_.ContainerCreate(config);
       if (id.ok()) {
@@ -405,11 +401,38 @@ StepResult DockerRuntime::Attempt::RunStep(const TaskRun& step,
   }
   config.env.push_back("DROVER_OUTPUT=" + std::string(kContainerOutputPath));
   config.workdir = step.workdir;
-  config.user = step.user;
   config.labels = Labels(role);
   config.network_mode = step.network.empty() ? "none" : step.network;
-  config.memory_bytes = step.memory_bytes;
-  config.nano_cpus = static_cast<int64_t>(step.cpus * 1e9);
+  // The worker's policy: what every container gets, whatever it asks.
+  const ContainerPolicy& policy = options_.policy;
+  config.user = step.user;
+  if (!policy.allow_root && IsRootUser(step.user)) {
+    config.user = std::string(kNobody);
+    if (!step.user.empty() || role == "main") {
+      Note(std::string(role == "main" ? "task" : role) + " runs as " +
+           config.user + ": this worker does not allow root (allow_root)");
+    }
+  }
+  TaskRun limited = step;  // as it runs: the effective limits
+  const WireLimits limits = EffectiveLimits(policy, step);
+  limited.cpus = limits.cpus;
+  limited.memory_bytes = limits.memory_bytes;
+  limited.pids = limits.pids;
+  config.memory_bytes = limits.memory_bytes;
+  config.nano_cpus = static_cast<int64_t>(limits.cpus * 1e9);
+  config.pids_limit = limits.pids;
+  config.drop_caps = true;
+  config.caps = BaseCapabilities();
+  for (const std::string& cap : step.cap_add) {
+    if (std::find(config.caps.begin(), config.caps.end(), cap) ==
+        config.caps.end()) {
+      config.caps.push_back(cap);
+    }
+  }
+  config.no_new_privileges = true;
+  // drover streams the output itself and keeps max_log_bytes of it; the
+  // daemon's own copy (JSON, about twice the size) stays as small.
+  config.log_max_bytes = 2 * policy.max_log_bytes + (1 << 20);
   config.init = options_.init;
   config.mounts = volumes_;
 
@@ -454,7 +477,8 @@ StepResult DockerRuntime::Attempt::RunStep(const TaskRun& step,
 
   Note("running " + what + " in container " + config.name + " (image " + image +
        ")");
-  StepResult result = RunContainer(step, *id, what);
+  StepResult result = RunContainer(
+      limited, *id, what, out_dir.empty() ? "" : out_dir / "output");
   if (result.infrastructure) return result;
 
   if (want_output && !result.cancelled) {
@@ -485,9 +509,9 @@ StepResult DockerRuntime::Attempt::RunStep(const TaskRun& step,
 
 // Starts the container, streams its logs, waits for it (stopping it on
 // timeout or stop), then, if it failed, inspects it.
-StepResult DockerRuntime::Attempt::RunContainer(const TaskRun& step,
-                                                const std::string& id,
-                                                std::string_view what) {
+StepResult DockerRuntime::Attempt::RunContainer(
+    const TaskRun& step, const std::string& id, std::string_view what,
+    const std::filesystem::path& output_file) {
   struct Watch {
     std::mutex mu;
     std::condition_variable cv;
@@ -550,6 +574,47 @@ StepResult DockerRuntime::Attempt::RunContainer(const TaskRun& step,
     }
   });
 
+  // The output file on the worker's host: emptied and the container
+  // killed as soon as it grows past its bound (inotify wakes this at
+  // every write, so little more than one write's worth gets past).
+  std::atomic<bool> output_over{false};
+  std::jthread output_guard;
+  if (!output_file.empty()) {
+    output_guard = std::jthread([&](std::stop_token done) {
+      const int fd =
+          ::open(output_file.c_str(), O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+      const int in = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+      if (fd < 0 || in < 0 ||
+          inotify_add_watch(in, output_file.c_str(), IN_MODIFY) < 0) {
+        if (fd >= 0) ::close(fd);
+        if (in >= 0) ::close(in);
+        Note("cannot watch the output file's size: " +
+             std::string(std::strerror(errno)));
+        return;
+      }
+      char events[4096];
+      while (!done.stop_requested()) {
+        pollfd p = {in, POLLIN, 0};
+        ::poll(&p, 1, 100);
+        while (::read(in, events, sizeof events) > 0) {
+        }
+        struct stat st {};
+        if (::fstat(fd, &st) != 0 || st.st_size <= kMaxOutputFileBytes) {
+          continue;
+        }
+        (void)!::ftruncate(fd, 0);
+        if (!output_over.exchange(true)) {
+          Note("the output file grew past " +
+               std::to_string(kMaxOutputFileBytes) +
+               " bytes: emptied, and the " + std::string(what) + " stopped");
+          (void)client_.ContainerKill(id, "SIGKILL");
+        }
+      }
+      ::close(fd);
+      ::close(in);
+    });
+  }
+
   // Wakes the watchdog on stop; declared after `w`, so it is unregistered
   // before `w` goes away.
   std::stop_callback on_stop(stop_, [&] {
@@ -582,6 +647,10 @@ StepResult DockerRuntime::Attempt::RunContainer(const TaskRun& step,
   finisher.Done();
   watchdog.join();
   logs_thread.join();
+  if (output_guard.joinable()) {
+    output_guard.request_stop();
+    output_guard.join();
+  }
 
   StepResult r;
   {
@@ -603,6 +672,13 @@ StepResult DockerRuntime::Attempt::RunContainer(const TaskRun& step,
     return f;
   }
   r.exit_code = *code;
+  if (output_over.load()) {
+    r.error = "its output file grew past " +
+              std::to_string(kMaxOutputFileBytes) +
+              " bytes (drover keeps " + std::to_string(kMaxOutputBytes) +
+              " of it); the " + std::string(what) + " was stopped";
+    return r;
+  }
   if (r.timed_out) {
     r.error = "timed out after " + FormatDuration(step.timeout);
     return r;

@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "docker_client.h"
+#include "drover/protocol.h"
 #include "drover/runtime.h"
 #include "drover/status.h"
 
@@ -68,7 +69,17 @@ struct DockerRuntimeOptions {
   // Runs docker-init as PID 1, so SIGTERM reaches a task's shell (PID 1
   // ignores signals it has no handler for) and zombies are reaped.
   bool init = true;
+  // What every container gets: the worker's limits, capabilities (all
+  // dropped, then BaseCapabilities() and the task's allowed cap_add),
+  // no-new-privileges, its user when root is not allowed, a bounded log
+  // (drover/policy.h). Whether a task may run at all is the worker's check.
+  ContainerPolicy policy;
 };
+
+// A task's output file may grow to this size on the worker's host (the
+// bind method); past it, it is emptied and the container stopped. The
+// output kept is kMaxOutputBytes of it.
+inline constexpr int64_t kMaxOutputFileBytes = 1 << 20;
 
 // An attempt whose containers or volumes an earlier run of the worker left
 // behind (found by the drover.worker label).

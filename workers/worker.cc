@@ -1,5 +1,6 @@
 #include "worker.h"
 
+#include "drover/policy.h"
 #include "drover/text.h"
 
 #include <spdlog/spdlog.h>
@@ -20,19 +21,28 @@ namespace {
 // line and interleave stdout and stderr mid-line.
 class ForwardingSink final : public LogSink {
  public:
+  // At most `max_bytes` of stdout and stderr are passed on; then a line
+  // says so, and the rest is dropped while the task goes on.
   ForwardingSink(AttemptRef ref, std::vector<std::string> secrets,
-                 std::function<void(std::string)> post)
+                 int64_t max_bytes, std::function<void(std::string)> post)
       : ref_(std::move(ref)), secrets_(std::move(secrets)),
-        post_(std::move(post)) {}
+        left_(max_bytes), post_(std::move(post)) {}
   void Write(char stream, std::string_view data) override {
     std::lock_guard lock(mu_);
-    std::string& pending = pending_[stream];
-    pending.append(data);
-    std::string masked = RedactSecrets(std::move(pending), secrets_);
-    const size_t keep = PartialSecretTail(masked);
-    pending = masked.substr(masked.size() - keep);
-    masked.resize(masked.size() - keep);
-    Emit(stream, std::move(masked));
+    if (stream != 's') {
+      if (left_ <= 0) return;
+      if (static_cast<int64_t>(data.size()) >= left_) {
+        data = data.substr(0, static_cast<size_t>(left_));
+        left_ = 0;
+        WriteLocked(stream, data);
+        Emit('s', "output over max_log_bytes (" +
+                      std::to_string(max_bytes()) +
+                      " bytes); the rest of it is dropped\n");
+        return;
+      }
+      left_ -= static_cast<int64_t>(data.size());
+    }
+    WriteLocked(stream, data);
   }
   void Flush() {
     std::lock_guard lock(mu_);
@@ -43,6 +53,16 @@ class ForwardingSink final : public LogSink {
   }
 
  private:
+  int64_t max_bytes() const { return max_bytes_; }
+  void WriteLocked(char stream, std::string_view data) {
+    std::string& pending = pending_[stream];
+    pending.append(data);
+    std::string masked = RedactSecrets(std::move(pending), secrets_);
+    const size_t keep = PartialSecretTail(masked);
+    pending = masked.substr(masked.size() - keep);
+    masked.resize(masked.size() - keep);
+    Emit(stream, std::move(masked));
+  }
   void Emit(char stream, std::string data) {
     if (data.empty()) return;
     LogData m;
@@ -68,6 +88,8 @@ class ForwardingSink final : public LogSink {
   }
   AttemptRef ref_;
   std::vector<std::string> secrets_;
+  int64_t left_;  // bytes of output still passed on
+  const int64_t max_bytes_ = left_;
   std::function<void(std::string)> post_;
   std::mutex mu_;
   std::map<char, std::string> pending_;
@@ -172,6 +194,7 @@ void Worker::SayHello() {
     h.prefetch[q] = options_.PrefetchFor(n);
   }
   for (const auto& [ref, a] : running_) h.running.push_back(ref);
+  h.policy = options_.policy;
   welcomed_ = false;
   last_hello_ = clock_.Now();
   Send(Encode(h));
@@ -351,6 +374,18 @@ void Worker::ReportDropped(const AttemptRef& ref, const std::string& why) {
   unacked_[ref] = std::move(frame);
 }
 
+void Worker::ReportRefused(const AttemptRef& ref, const std::string& why) {
+  spdlog::warn("job {} task {} attempt {}: refused by this worker's policy: {}",
+               ref.job_id, ref.task, ref.attempt, why);
+  TaskResult result;
+  result.ref = ref;
+  result.error = "worker " + options_.name + "'s policy refuses it: " + why;
+  result.finished_at_ms = clock_.Now();
+  std::string frame = Encode(result);
+  Send(frame);
+  unacked_[ref] = std::move(frame);
+}
+
 void Worker::OnAssign(const Assign& a) {
   auto reject = [&](const std::string& why) {
     spdlog::warn("job {} task {} attempt {}: declined: {}", a.ref.job_id,
@@ -374,13 +409,20 @@ void Worker::OnAssign(const Assign& a) {
     return reject("no free slot on queue " + a.queue);
   }
 
+  TaskRun run = FromWire(a.task);
+  if (a.runtime == "docker") {
+    // droverd sends only what the policy allows, but checks with the
+    // worker's word for it; the worker does not take droverd's.
+    if (Status st = CheckTask(options_.policy, run); !st.ok()) {
+      return ReportRefused(a.ref, st.message());
+    }
+  }
   auto attempt = std::make_unique<Attempt>();
   attempt->ref = a.ref;
   attempt->queue = a.queue;
   attempt->task_name = a.task.task_name;
   Attempt* self = attempt.get();  // lives in running_ until its result
   Runtime* runtime = rt->second.get();
-  TaskRun run = FromWire(a.task);
   run.job_id = a.ref.job_id;
   run.attempt = a.ref.attempt;
   run.worker = options_.name;
@@ -399,7 +441,8 @@ void Worker::OnAssign(const Assign& a) {
         TaskResult result;
         result.ref = ref;
         result.started_at_ms = started_at;
-        ForwardingSink sink(ref, secrets, [this, ref](std::string f) {
+        ForwardingSink sink(ref, secrets, options_.policy.max_log_bytes,
+                            [this, ref](std::string f) {
           Post({Outgoing::Kind::kLog, ref, std::move(f)});
         });
         RunOutcome out;

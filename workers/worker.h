@@ -59,6 +59,10 @@ struct WorkerOptions {
   // With keys, both channels are CURVE-encrypted and the scheduler's key
   // is pinned; without, they are plain (a local scheduler only).
   std::optional<ClientKeys> keys;
+  // What Docker tasks may ask for (drover/policy.h), sent in the hello and
+  // enforced on every attempt; its max_log_bytes bounds every attempt's
+  // output, shell ones too.
+  ContainerPolicy policy;
   std::map<std::string, uint32_t> queues;   // default: {"default": cores}
   // Per queue, at most this many attempts taken beyond the slots; each
   // starts as soon as a slot frees, so a slot does not wait for the
@@ -133,6 +137,8 @@ class Worker {
   bool DropWaiting(const AttemptRef& ref);
   // Reports a dropped attempt as a stopped one is: a cancelled result.
   void ReportDropped(const AttemptRef& ref, const std::string& why);
+  // Reports an attempt that this worker's policy forbids as failed.
+  void ReportRefused(const AttemptRef& ref, const std::string& why);
   void SayHello();
   void SendHeartbeat();
   void Send(const std::string& body);

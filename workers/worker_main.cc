@@ -8,11 +8,13 @@
 #include <filesystem>
 #include <iostream>
 #include <thread>
+#include <tuple>
 
 #include "docker_runtime.h"
 #include "drover/cli.h"
 #include "drover/config.h"
 #include "drover/job_spec.h"
+#include "drover/policy.h"
 #include "drover/service_notifier.h"
 #include "shell_runtime.h"
 #include "worker.h"
@@ -98,6 +100,37 @@ int main(int argc, char** argv) {
             return "'" + r + "' is not a runtime: docker or shell";
           },
           "docker|shell"));
+  // The container policy (docs/SECURITY.md): what Docker tasks may ask for.
+  ContainerPolicy& policy = o.policy;
+  std::vector<std::string> allowed_images, allowed_networks, cap_add_allowed;
+  std::string default_limits = FormatLimits(policy.default_limits);
+  std::string max_limits = FormatLimits(policy.max_limits);
+  std::string max_log_bytes = "16m";
+  app.add_option("--allowed-images", allowed_images,
+                 "glob patterns of the images Docker tasks may use, "
+                 "repeatable (default: *)");
+  app.add_option("--allowed-networks", allowed_networks,
+                 "networks Docker tasks may use, repeatable; host and "
+                 "container:NAME only when listed so (default: none, bridge)");
+  app.add_option("--allow-root", policy.allow_root,
+                 "false: Docker tasks whose user is root or unset run as "
+                 "65534:65534")
+      ->capture_default_str();
+  app.add_option("--default-limits", default_limits,
+                 "limits of a Docker task that sets none, as "
+                 "memory=SIZE,cpus=N,pids=N (0: none)")
+      ->capture_default_str();
+  app.add_option("--max-limits", max_limits,
+                 "the most a Docker task may ask for, as "
+                 "memory=SIZE,cpus=N,pids=N (0: no bound)")
+      ->capture_default_str();
+  app.add_option("--cap-add-allowed", cap_add_allowed,
+                 "capabilities a Docker task may add with cap_add, "
+                 "repeatable (default: none)");
+  app.add_option("--max-log-bytes", max_log_bytes,
+                 "output kept of an attempt; past it, a marker line and the "
+                 "task goes on")
+      ->capture_default_str();
   app.add_option("--docker-socket", docker_socket, "Docker Engine API socket")
       ->capture_default_str();
   app.add_option("--docker-output", docker_output,
@@ -180,6 +213,32 @@ int main(int argc, char** argv) {
         "--docker-daemon-work-dir needs --work-dir, and must be absolute");
   }
   if (prefetch > 100000) return usage("--prefetch must be at most 100000");
+  if (!allowed_images.empty()) policy.allowed_images = allowed_images;
+  if (!allowed_networks.empty()) policy.allowed_networks = allowed_networks;
+  for (const std::string& cap : cap_add_allowed) {
+    policy.cap_add_allowed.push_back(CapabilityName(cap));
+    if (policy.cap_add_allowed.back().empty()) {
+      return usage("--cap-add-allowed '" + cap +
+                   "' is not a capability name such as NET_ADMIN");
+    }
+  }
+  for (const auto& [flag, text, limits] :
+       {std::tuple<const char*, const std::string&, WireLimits&>{
+            "--default-limits", default_limits, policy.default_limits},
+        {"--max-limits", max_limits, policy.max_limits}}) {
+    auto parsed = ParseLimits(text);
+    if (!parsed.ok()) {
+      return usage(std::string(flag) + ": " + parsed.status().message());
+    }
+    limits = *parsed;
+  }
+  if (auto bytes = ParseSize(max_log_bytes); bytes && *bytes > 0) {
+    policy.max_log_bytes = *bytes;
+  } else {
+    return usage("--max-log-bytes '" + max_log_bytes +
+                 "' is not a size such as 16m");
+  }
+  if (Status st = ValidatePolicy(policy); !st.ok()) return usage(st.message());
   if (prefetch >= 0) o.prefetch = static_cast<uint32_t>(prefetch);
   // Both checked by DurationValidator, from the flag or the file.
   o.heartbeat_interval = *ParseDuration(heartbeat_interval);
@@ -214,6 +273,7 @@ int main(int argc, char** argv) {
       options.output = docker_output == "archive"
                            ? DockerOutputMethod::kArchive
                            : DockerOutputMethod::kBind;
+      options.policy = o.policy;
       options.warn = [](const std::string& m) {
         spdlog::warn("docker: {}", m);
       };

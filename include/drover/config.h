@@ -26,6 +26,7 @@ enum class ConfigKind {
   kDuration,    // a duration string, e.g. "1s"
   kStringList,  // an array of strings (also accepts one string)
   kBool,        // true or false
+  kTable,       // a table of scalars, passed on as "k=v,k=v"
 };
 
 struct ConfigKey {

@@ -50,6 +50,7 @@ struct RetryPolicy {
 struct ResourceLimits {
   double cpus = 0;           // 0: unlimited
   int64_t memory_bytes = 0;  // 0: unlimited
+  int64_t pids = 0;          // processes and threads at once; 0: unlimited
 };
 
 enum class RuntimeKind { kDocker, kShell };
@@ -75,6 +76,9 @@ struct TaskSpec {
   std::optional<Millis> timeout;        // none: no timeout
   RetryPolicy retry;
   ResourceLimits limits;
+  // Capabilities added to the container's (as NET_ADMIN, without CAP_);
+  // a worker runs the task only if its cap_add_allowed lists them all.
+  std::vector<std::string> cap_add;
   std::vector<TaskSpec> pre;            // run before, on the same worker
   std::vector<TaskSpec> post;           // run after, on the same worker
   RuntimeKind runtime = RuntimeKind::kShell;
@@ -113,6 +117,10 @@ ParseResult ParseJobFile(
 // file on disk (its store, processed/, failed/). Text that has no secrets,
 // or is not TOML, comes back as it is.
 std::string WithoutSecretValues(std::string_view text);
+
+// A Linux capability as `cap_add` names it: "net_admin", "CAP_NET_ADMIN"
+// and "NET_ADMIN" are "NET_ADMIN"; "" if it is not a name of that shape.
+std::string CapabilityName(std::string_view name);
 
 }  // namespace drover
 

@@ -291,6 +291,31 @@ struct AttemptRef {
   bool operator==(const AttemptRef& o) const = default;
 };
 
+// Resource limits of a container; 0: none.
+struct WireLimits {
+  double cpus = 0;
+  int64_t memory_bytes = 0;
+  int64_t pids = 0;
+  DROVER_DEFINE_MAP(cpus, memory_bytes, pids);
+  bool operator==(const WireLimits&) const = default;
+};
+
+// What a worker lets its Docker tasks ask for (docs/SECURITY.md): its
+// config keys of the same names. Sent in its hello, so that droverd
+// dispatches to it only what it allows; checks are in drover/policy.h.
+struct ContainerPolicy {
+  std::vector<std::string> allowed_images{"*"};  // glob patterns
+  std::vector<std::string> allowed_networks{"none", "bridge"};
+  bool allow_root = true;  // false: root or no user runs as 65534:65534
+  WireLimits default_limits{0, int64_t{1} << 30, 1024};
+  WireLimits max_limits;   // 0s: no bound
+  std::vector<std::string> cap_add_allowed;  // as NET_ADMIN
+  int64_t max_log_bytes = 16 << 20;          // per attempt
+  DROVER_DEFINE_MAP(allowed_images, allowed_networks, allow_root,
+                    default_limits, max_limits, cap_add_allowed,
+                    max_log_bytes);
+};
+
 struct Hello {
   static constexpr std::string_view kType = "hello";
   uint32_t v = kProtocolVersion;
@@ -302,8 +327,10 @@ struct Hello {
   std::vector<AttemptRef> running;  // attempts still running here
   // queue -> attempts taken beyond its slots, held until one frees
   std::map<std::string, uint32_t> prefetch;
+  // What it lets Docker tasks ask for; absent: droverd assumes anything.
+  std::optional<ContainerPolicy> policy;
   DROVER_DEFINE_MAP(v, type, name, instance, queues, runtimes, running,
-                    prefetch);
+                    prefetch, policy);
 };
 
 struct Welcome {
@@ -340,11 +367,13 @@ struct WireTask {
   uint64_t timeout_ms = 0;
   double cpus = 0;
   int64_t memory_bytes = 0;
+  int64_t pids = 0;
+  std::vector<std::string> cap_add;
   std::vector<WireTask> pre;
   std::vector<WireTask> post;
   DROVER_DEFINE_MAP(task_name, image, run, cmd, entrypoint, env, workdir,
                     user, volumes, network, timeout_ms, cpus, memory_bytes,
-                    pre, post);
+                    pids, cap_add, pre, post);
 };
 
 struct Assign {

@@ -36,6 +36,8 @@ struct TaskRun {
   std::chrono::milliseconds timeout{0};  // 0: none
   double cpus = 0;
   int64_t memory_bytes = 0;
+  int64_t pids = 0;                  // 0: none
+  std::vector<std::string> cap_add;  // capabilities, as NET_ADMIN
   std::vector<TaskRun> pre;
   std::vector<TaskRun> post;
 };
