@@ -221,6 +221,7 @@ const std::vector<ConfigKey>& WorkerConfigKeys() {
       {"max-limits", ConfigKind::kTable},
       {"cap-add-allowed", ConfigKind::kStringList},
       {"max-log-bytes", ConfigKind::kString},
+      {"shell-uids", ConfigKind::kString},
       {"docker-socket", ConfigKind::kString},
       {"docker-output", ConfigKind::kString},
       {"docker-daemon-work-dir", ConfigKind::kString},

@@ -348,3 +348,35 @@ TEST_CASE("Auth.EndpointsBeyondThisHostNeedAuthOrInsecure") {
 }
 
 }  // namespace drover::testing
+
+namespace drover::testing {
+
+// A worker that would hand shell tasks its supplementary groups (a
+// `docker` group is root on the host) and cannot drop them refuses to
+// start with the shell runtime, saying what to do; one that can, but whose
+// tasks could still reach the Docker socket as its user, says so.
+TEST_CASE("Security.ShellRuntimeNeverLendsTheWorkersGroups") {
+  Cluster c;
+  fs::permissions(c.dir(), fs::perms::others_all, fs::perm_options::add);
+  CommandResult r = RunCommand(
+      {"setpriv", "--reuid=65534", "--regid=65534", "--groups=4242",
+       "--inh-caps=-all", "--bounding-set=-all", BuildPath("drover-worker"),
+       "--runtime", "shell", "--tasks", c.tasks_endpoint(), "--heartbeat",
+       c.heartbeat_endpoint(), "--work-dir", c.dir() + "/w"},
+      {}, 10s);
+  CHECK(r.exit_code == 2);
+  CHECK_MESSAGE(r.err.find("shell tasks would run in the worker's "
+                           "supplementary groups, which it cannot drop") !=
+                    std::string::npos,
+                r.err);
+  // As root, without shell_uids: tasks would run as root.
+  c.StartScheduler();
+  WriteFile(c.dir() + "/fake.sock", "");
+  Process& w = c.StartWorker("root", {"--docker-socket", c.dir() + "/fake.sock"});
+  REQUIRE(Cluster::Eventually([&] {
+    return ReadFile(w.log_path()).find("as good as root on this host") !=
+           std::string::npos;
+  }, 5s));
+}
+
+}  // namespace drover::testing

@@ -440,6 +440,8 @@ TEST_CASE("Config.ShippedExamplesStartDaemonsThatServe") {
       keyed = std::make_unique<Client>(
           c.api(), 5s, ClientKeys{*user, server->public_key});
       client = keyed.get();
+      // shell-uids: the tasks' uids must reach the work dir in here.
+      fs::permissions(c.dir(), fs::perms::others_exec, fs::perm_options::add);
     }
     Process d({BuildPath("droverd"), "--config", droverd_conf, "--data-dir",
                c.dir() + "/data", "--api", c.api(), "--tasks",

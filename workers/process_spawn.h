@@ -12,9 +12,14 @@
 // before execve. Nothing but the child's new process group can signal it in
 // that window, and drover signals a group only with SIGTERM and SIGKILL.
 //
-// The child, in order: a process group of its own, stdin from /dev/null,
-// stdout and stderr to the given descriptors, the working directory, the
-// signal dispositions and mask, then execve. `argv[0]` without a '/' is
+// The child, in order: a process group of its own, the cgroup it is to
+// join, stdin from /dev/null, stdout and stderr to the given descriptors,
+// the credentials (no supplementary groups, then the gid and uid), no new
+// privileges and no ambient capabilities, every other descriptor closed,
+// the working directory, the signal dispositions and mask, then execve.
+// Credentials are set with raw system calls: glibc's setuid() would ask
+// every thread of the worker to change too, which a CLONE_VM child must
+// never do. `argv[0]` without a '/' is
 // looked up in `search_path` (a PATH value) as execvp does. If that exec
 // fails and a `fallback` argv is given, the child execs it instead; this is
 // how a plain `run` command runs without a shell in between, while anything
@@ -41,6 +46,13 @@ struct SpawnSpec {
   std::string cwd;                    // empty: the caller's
   int stdout_fd = -1;                 // required
   int stderr_fd = -1;                 // required
+  // A cgroup's cgroup.procs, open for writing: the child joins it first.
+  int cgroup_procs_fd = -1;
+  // Drop every supplementary group (needs CAP_SETGID).
+  bool drop_groups = false;
+  // Become this user and group (needs CAP_SETUID and CAP_SETGID); -1: keep.
+  int64_t uid = -1;
+  int64_t gid = -1;
 };
 
 // Starts the process and returns its pid (also its process group id). The

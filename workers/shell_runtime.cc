@@ -6,11 +6,13 @@
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <thread>
@@ -42,14 +44,23 @@ std::string UniqueSuffix() {
   return std::to_string(getpid()) + "-" + std::to_string(counter++);
 }
 
+// How a cell's processes start: as whom, in which cgroup.
+struct Credentials {
+  int64_t uid = -1;  // -1: the worker's
+  bool drop_groups = false;
+  Cgroup* cgroup = nullptr;
+};
+
 std::vector<std::string> Environment(const TaskRun& task,
                                      const std::filesystem::path& scratch,
-                                     const std::filesystem::path& output) {
+                                     const std::filesystem::path& output,
+                                     const Credentials& as) {
   std::map<std::string, std::string> env;
   const char* path = getenv("PATH");
   env["PATH"] = path ? path : "/usr/local/bin:/usr/bin:/bin";
+  // A uid of its own has no home of the worker's to use.
   const char* home = getenv("HOME");
-  env["HOME"] = home ? home : "/";
+  env["HOME"] = as.uid >= 0 ? scratch.string() : home ? home : "/";
   for (const auto& [k, v] : task.env) env[k] = v;
   env["DROVER_OUTPUT"] = output.string();
   env["DROVER_SCRATCH"] = scratch.string();
@@ -79,17 +90,23 @@ void AwaitExit(pid_t pid, std::chrono::milliseconds timeout) {
 // and empties the file for the next attempt in its directory. Returns
 // whether the file is still a plain file of its own (not a link, nor linked
 // from elsewhere): only then is it emptied, and the directory used again.
-// A file behind a symbolic link is read all the same; anything but a
-// regular file (a fifo, a device) is not read at all.
+// A file behind a symbolic link is read all the same when the task ran as
+// the worker's own user (`owner` -1): it could read it itself. For a task
+// of another uid, whose files the worker can read and it cannot, only a
+// regular file of that uid is read. Anything but a regular file (a fifo, a
+// device) is not read at all.
 bool TakeOutput(const std::filesystem::path& path, size_t limit,
-                std::string* out) {
+                std::string* out, int64_t owner) {
   int fd = open(path.c_str(), O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
   bool own = fd >= 0;
-  if (fd < 0) fd = open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0 && owner < 0) {
+    fd = open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  }
   if (fd < 0) return false;
   Fd f{fd};
   struct stat st;
   if (fstat(f.fd, &st) != 0 || !S_ISREG(st.st_mode)) return false;
+  if (owner >= 0 && st.st_uid != static_cast<uid_t>(owner)) return false;
   own = own && st.st_nlink == 1;
   if (st.st_size == 0) return own;  // most tasks write none
   char buf[4096];
@@ -111,7 +128,8 @@ std::string Describe(std::chrono::milliseconds d) {
 // Runs one process to its end, streaming its output to `logs`.
 Step RunProcess(const TaskRun& task, const std::filesystem::path& scratch,
                 const std::filesystem::path& output, LogSink& logs,
-                std::stop_token stop, std::chrono::milliseconds grace) {
+                std::stop_token stop, std::chrono::milliseconds grace,
+                const Credentials& as) {
   Step step;
   std::vector<std::string> argv;
   if (!task.run.empty()) {
@@ -137,7 +155,11 @@ Step RunProcess(const TaskRun& task, const std::filesystem::path& scratch,
     if (!spec.argv.empty()) spec.fallback = std::move(argv);
   }
   if (spec.argv.empty()) spec.argv = std::move(argv);
-  spec.env = Environment(task, scratch, output);
+  spec.env = Environment(task, scratch, output, as);
+  spec.uid = as.uid;
+  spec.gid = as.uid;
+  spec.drop_groups = as.drop_groups;
+  if (as.cgroup != nullptr) spec.cgroup_procs_fd = as.cgroup->procs_fd();
   for (const std::string& e : spec.env) {
     if (e.compare(0, 5, "PATH=") == 0) spec.search_path = e.substr(5);
   }
@@ -206,6 +228,8 @@ Step RunProcess(const TaskRun& task, const std::filesystem::path& scratch,
     if (exited) {
       if ((fds[0].fd < 0 && fds[1].fd < 0) || now >= *drain_until) {
         kill(-pid, SIGKILL);
+        // setsid children too, which may hold the pipes.
+        if (as.cgroup != nullptr) as.cgroup->KillAll(std::chrono::milliseconds(0));
         break;
       }
       continue;
@@ -220,6 +244,7 @@ Step RunProcess(const TaskRun& task, const std::filesystem::path& scratch,
     }
     if (kill_at && now >= *kill_at) {
       kill(-pid, SIGKILL);
+      if (as.cgroup != nullptr) as.cgroup->KillAll(std::chrono::milliseconds(0));
       kill_at = Clock::time_point::max();
     }
   }
@@ -237,17 +262,16 @@ Step RunProcess(const TaskRun& task, const std::filesystem::path& scratch,
 }
 
 // Whether the directory at `path` is as drover made it: a real directory
-// of this user, mode 0755, holding nothing but the `allowed` entries, each
+// of `owner`, mode 0700, holding nothing but the `allowed` entries, each
 // of the given type (DT_DIR, DT_REG).
-bool HoldsOnly(const std::filesystem::path& path,
+bool HoldsOnly(const std::filesystem::path& path, uid_t owner,
                std::initializer_list<std::pair<std::string_view, unsigned char>>
                    allowed) {
   Fd dir{open(path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)};
   if (dir.fd < 0) return false;
   struct stat st;
-  static const uid_t self = geteuid();
-  if (fstat(dir.fd, &st) != 0 || (st.st_mode & 07777) != 0755 ||
-      st.st_uid != self) {
+  if (fstat(dir.fd, &st) != 0 || (st.st_mode & 07777) != 0700 ||
+      st.st_uid != owner) {
     return false;
   }
   alignas(8) char buf[2048];
@@ -271,45 +295,6 @@ bool HoldsOnly(const std::filesystem::path& path,
 
 }  // namespace
 
-ShellRuntime::ShellRuntime(std::filesystem::path work_dir,
-                           std::chrono::milliseconds kill_grace)
-    : work_dir_(std::move(work_dir)), kill_grace_(kill_grace) {}
-
-ShellRuntime::~ShellRuntime() {
-  std::error_code ec;
-  for (const AttemptDir& dir : spare_dirs_) {
-    std::filesystem::remove_all(dir.path, ec);
-  }
-}
-
-Result<ShellRuntime::AttemptDir> ShellRuntime::TakeDir() {
-  {
-    std::lock_guard lock(mu_);
-    if (!spare_dirs_.empty()) {
-      AttemptDir dir = std::move(spare_dirs_.back());
-      spare_dirs_.pop_back();
-      return dir;
-    }
-  }
-  // Plain system calls rather than std::filesystem's, which stat every
-  // path component.
-  AttemptDir dir;
-  dir.path = work_dir_ / ("attempt-" + UniqueSuffix());
-  const std::filesystem::path scratch = dir.path / "scratch";
-  const std::filesystem::path output = dir.path / "output";
-  int fd = -1;
-  if (mkdir(dir.path.c_str(), 0755) != 0 || mkdir(scratch.c_str(), 0755) != 0 ||
-      (fd = open(output.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
-                 0644)) < 0) {
-    const std::string why = strerror(errno);
-    std::error_code ec;
-    std::filesystem::remove_all(dir.path, ec);
-    return Status::IOError("cannot create the scratch directory " +
-                           scratch.string() + ": " + why);
-  }
-  close(fd);
-  return dir;
-}
 
 namespace {
 
@@ -330,10 +315,242 @@ bool Settled(const struct stat& st) {
   return now.tv_sec - std::max(st.st_mtim.tv_sec, st.st_ctim.tv_sec) >= 2;
 }
 
+// This process's effective capabilities (CapEff in /proc/self/status).
+uint64_t EffectiveCapabilities() {
+  Fd f{open("/proc/self/status", O_RDONLY | O_CLOEXEC)};
+  if (f.fd < 0) return 0;
+  char buf[4096];
+  const ssize_t n = read(f.fd, buf, sizeof buf - 1);
+  if (n <= 0) return 0;
+  buf[n] = '\0';
+  const char* at = strstr(buf, "CapEff:");
+  return at == nullptr ? 0 : strtoull(at + 7, nullptr, 16);
+}
+
+constexpr int kCapChown = 0, kCapDacOverride = 1, kCapFowner = 3,
+              kCapKill = 5, kCapSetgid = 6, kCapSetuid = 7;
+
+// Whether this process is in supplementary groups other than its own.
+bool HasOtherGroups() {
+  const int n = getgroups(0, nullptr);
+  if (n <= 0) return false;
+  std::vector<gid_t> groups(static_cast<size_t>(n));
+  if (getgroups(n, groups.data()) < 0) return true;
+  const gid_t own = getegid();
+  return std::any_of(groups.begin(), groups.end(),
+                     [&](gid_t g) { return g != own; });
+}
+
+// Kills every process of `uid` (but the caller), from a child that becomes
+// that uid: kill(-1) as a user reaches exactly that user's processes.
+void KillUid(int64_t uid) {
+  const pid_t pid = fork();
+  if (pid == 0) {
+    if (syscall(SYS_setresuid, uid, uid, uid) == 0) kill(-1, SIGKILL);
+    _exit(0);
+  }
+  if (pid > 0) {
+    int status;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+  }
+}
+
 }  // namespace
 
-void ShellRuntime::ReturnDir(AttemptDir dir, bool reusable) {
+Result<UidRange> ParseUidRange(std::string_view text) {
+  const size_t dash = text.find('-');
+  uint64_t first = 0, last = 0;
+  auto number = [](std::string_view s, uint64_t* v) {
+    if (s.empty() || s.size() > 10 ||
+        s.find_first_not_of("0123456789") != std::string_view::npos) {
+      return false;
+    }
+    *v = std::stoull(std::string(s));
+    return true;
+  };
+  if (dash == std::string_view::npos || !number(text.substr(0, dash), &first) ||
+      !number(text.substr(dash + 1), &last)) {
+    return Status::InvalidArgument("'" + std::string(text) +
+                                   "' is not a uid range such as 61000-61063");
+  }
+  if (first == 0 || last < first || last >= 0xffffffffull) {
+    return Status::InvalidArgument(
+        "'" + std::string(text) +
+        "': the range must be FIRST-LAST with 0 < FIRST <= LAST");
+  }
+  return UidRange{static_cast<uint32_t>(first),
+                  static_cast<uint32_t>(last - first + 1)};
+}
+
+ShellRuntime::ShellRuntime(ShellRuntimeOptions options)
+    : options_(std::move(options)), self_(geteuid()) {}
+
+ShellRuntime::~ShellRuntime() {
+  std::error_code ec;
+  for (auto& cell : free_cells_) {
+    if (cell->spare) std::filesystem::remove_all(cell->spare->path, ec);
+  }
+}
+
+Status ShellRuntime::Start(std::vector<std::string>* notes) {
+  std::call_once(started_, [&] {
+    const uint64_t caps = EffectiveCapabilities();
+    auto has = [&](int cap) { return (caps >> cap) & 1; };
+    // Never the worker's groups: a `docker` group is root on the host.
+    drop_groups_ = has(kCapSetgid);
+    if (!drop_groups_ && HasOtherGroups()) {
+      start_status_ = Status::PermissionDenied(
+          "shell tasks would run in the worker's supplementary groups, "
+          "which it cannot drop: run the worker as a user without them, "
+          "give it CAP_SETGID (the systemd unit does), or set shell_uids");
+      return;
+    }
+    if (options_.uids.count > 0) {
+      std::string missing;
+      for (const auto& [cap, name] :
+           {std::pair{kCapSetuid, "CAP_SETUID"}, {kCapSetgid, "CAP_SETGID"},
+            {kCapChown, "CAP_CHOWN"}, {kCapDacOverride, "CAP_DAC_OVERRIDE"},
+            {kCapFowner, "CAP_FOWNER"}, {kCapKill, "CAP_KILL"}}) {
+        if (!has(cap)) missing += std::string(missing.empty() ? "" : ", ") + name;
+      }
+      if (!missing.empty()) {
+        start_status_ = Status::PermissionDenied(
+            "shell_uids needs the worker to run as root or with " + missing);
+        return;
+      }
+      if (options_.uids.count < options_.slots) {
+        start_status_ = Status::InvalidArgument(
+            "shell_uids holds " + std::to_string(options_.uids.count) +
+            " uids for " + std::to_string(options_.slots) +
+            " slots: give each slot one");
+        return;
+      }
+      // The cells' uids must reach their directories in the work dir.
+      std::error_code ec;
+      std::filesystem::permissions(
+          options_.work_dir,
+          std::filesystem::perms::owner_all | std::filesystem::perms::others_exec,
+          ec);
+      for (std::filesystem::path p =
+               std::filesystem::absolute(options_.work_dir, ec);
+           ; p = p.parent_path()) {
+        struct stat st;
+        if (stat(p.c_str(), &st) == 0 && !(st.st_mode & S_IXOTH)) {
+          start_status_ = Status::PermissionDenied(
+              "shell_uids: the work dir " + options_.work_dir.string() +
+              " is out of the tasks' reach: " + p.string() +
+              " is not searchable by other users (chmod o+x, or choose "
+              "another work dir)");
+          return;
+        }
+        if (p == p.parent_path()) break;
+      }
+    } else {
+      std::error_code ec;
+      std::filesystem::permissions(options_.work_dir,
+                                   std::filesystem::perms::owner_all, ec);
+    }
+    if (options_.cgroups) {
+      auto root = CgroupRoot::Open();
+      if (root.ok()) {
+        cgroups_ = std::move(*root);
+      } else if (notes != nullptr) {
+        notes->push_back(
+            "shell tasks run without a cgroup of their own (" +
+            root.status().message() + ")" +
+            (options_.uids.count > 0
+                 ? ": what a task leaves running is killed by its uid"
+                 : ": a task's processes that leave its process group "
+                   "(setsid) can outlive it; delegate a cgroup to the "
+                   "worker (systemd: Delegate=yes) or set shell_uids"));
+      }
+    }
+  });
+  return start_status_;
+}
+
+uid_t ShellRuntime::OwnerOf(const Cell& cell) const {
+  return cell.uid >= 0 ? static_cast<uid_t>(cell.uid) : self_;
+}
+
+std::unique_ptr<ShellRuntime::Cell> ShellRuntime::TakeCell(Status* error) {
+  std::lock_guard lock(mu_);
+  if (!free_cells_.empty()) {
+    auto cell = std::move(free_cells_.back());
+    free_cells_.pop_back();
+    return cell;
+  }
+  const int n = next_cell_;
+  if (options_.uids.count > 0 && static_cast<uint32_t>(n) >= options_.uids.count) {
+    *error = Status::Internal("more shell tasks at once than shell_uids");
+    return nullptr;
+  }
+  auto cell = std::make_unique<Cell>();
+  cell->n = n;
+  if (options_.uids.count > 0) cell->uid = options_.uids.first + n;
+  if (cgroups_) {
+    auto cg = cgroups_->Make(n);
+    if (!cg.ok()) {
+      *error = cg.status();
+      return nullptr;
+    }
+    cell->cgroup = std::move(*cg);
+  }
+  ++next_cell_;
+  return cell;
+}
+
+void ShellRuntime::ReturnCell(std::unique_ptr<Cell> cell) {
+  std::lock_guard lock(mu_);
+  free_cells_.push_back(std::move(cell));
+}
+
+void ShellRuntime::KillLeftovers(Cell& cell) {
+  if (cell.cgroup) {
+    cell.cgroup->KillAll(std::chrono::seconds(1));
+  } else if (cell.uid >= 0) {
+    KillUid(cell.uid);
+  }
+}
+
+Result<ShellRuntime::AttemptDir> ShellRuntime::TakeDir(Cell& cell) {
+  if (cell.spare) {
+    AttemptDir dir = std::move(*cell.spare);
+    cell.spare.reset();
+    return dir;
+  }
+  // Plain system calls rather than std::filesystem's, which stat every
+  // path component.
+  AttemptDir dir;
+  dir.path = options_.work_dir / ("attempt-" + UniqueSuffix());
   const std::filesystem::path scratch = dir.path / "scratch";
+  const std::filesystem::path output = dir.path / "output";
+  const uid_t owner = OwnerOf(cell);
+  int fd = -1;
+  // The cell's alone: its uid owns them, nobody else may look in.
+  const bool made =
+      mkdir(dir.path.c_str(), 0700) == 0 && mkdir(scratch.c_str(), 0700) == 0 &&
+      (fd = open(output.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
+                 0600)) >= 0 &&
+      (owner == self_ ||
+       (fchown(fd, owner, owner) == 0 &&
+        lchown(scratch.c_str(), owner, owner) == 0 &&
+        lchown(dir.path.c_str(), owner, owner) == 0));
+  const std::string why = strerror(errno);
+  if (fd >= 0) close(fd);
+  if (!made) {
+    std::error_code ec;
+    std::filesystem::remove_all(dir.path, ec);
+    return Status::IOError("cannot create the scratch directory " +
+                           scratch.string() + ": " + why);
+  }
+  return dir;
+}
+
+void ShellRuntime::ReturnDir(Cell& cell, AttemptDir dir, bool reusable) {
+  const std::filesystem::path scratch = dir.path / "scratch";
+  const uid_t owner = OwnerOf(cell);
   struct stat top, sc;
   if (reusable && lstat(dir.path.c_str(), &top) == 0 &&
       lstat(scratch.c_str(), &sc) == 0) {
@@ -343,14 +560,14 @@ void ShellRuntime::ReturnDir(AttemptDir dir, bool reusable) {
     const bool unchanged = dir.top.trusted && dir.scratch.trusted &&
                            SameStat(top, dir.top.st) &&
                            SameStat(sc, dir.scratch.st);
-    if (unchanged || (HoldsOnly(dir.path, {{"scratch", DT_DIR},
-                                           {"output", DT_REG},
-                                           {"hook-output", DT_REG}}) &&
-                      HoldsOnly(scratch, {}))) {
+    if (unchanged || (HoldsOnly(dir.path, owner,
+                                {{"scratch", DT_DIR},
+                                 {"output", DT_REG},
+                                 {"hook-output", DT_REG}}) &&
+                      HoldsOnly(scratch, owner, {}))) {
       dir.top = {top, Settled(top)};
       dir.scratch = {sc, Settled(sc)};
-      std::lock_guard lock(mu_);
-      spare_dirs_.push_back(std::move(dir));
+      cell.spare = std::move(dir);
       return;
     }
   }
@@ -361,15 +578,30 @@ void ShellRuntime::ReturnDir(AttemptDir dir, bool reusable) {
 RunOutcome ShellRuntime::Run(const TaskRun& task, LogSink& logs,
                              std::stop_token stop) {
   RunOutcome out;
+  if (Status st = Start(nullptr); !st.ok()) {
+    out.error = st.message();
+    out.infrastructure = true;
+    return out;
+  }
+  Status cell_error;
+  std::unique_ptr<Cell> cell = TakeCell(&cell_error);
+  if (!cell) {
+    out.error = cell_error.message();
+    out.infrastructure = true;
+    return out;
+  }
   // An attempt's directory: its scratch directory and output files. One
   // that an attempt leaves as it found it serves a later attempt: making
   // and removing two directories costs ten times more than checking them.
-  Result<AttemptDir> taken = TakeDir();
+  Result<AttemptDir> taken = TakeDir(*cell);
   if (!taken.ok()) {
+    ReturnCell(std::move(cell));
     out.error = taken.status().message();
     out.infrastructure = true;
     return out;
   }
+  const Credentials as{cell->uid, drop_groups_, cell->cgroup.get()};
+  const uid_t owner = OwnerOf(*cell);
   const std::filesystem::path dir = taken->path;
   const std::filesystem::path scratch = dir / "scratch";
   const std::filesystem::path output = dir / "output";
@@ -389,10 +621,14 @@ RunOutcome ShellRuntime::Run(const TaskRun& task, LogSink& logs,
     if (!what.empty()) {
       unlink(out_file.c_str());
       const int fd = open(out_file.c_str(),
-                          O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-      if (fd >= 0) close(fd);
+                          O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+      if (fd >= 0) {
+        if (owner != self_) (void)!fchown(fd, owner, owner);
+        close(fd);
+      }
     }
-    Step s = RunProcess(step_task, scratch, out_file, logs, stop, kill_grace_);
+    Step s = RunProcess(step_task, scratch, out_file, logs, stop, options_.kill_grace,
+                        as);
     if (s.error.empty() && s.exit_code != 0) {
       s.error = "exited with code " + std::to_string(s.exit_code);
     }
@@ -422,15 +658,19 @@ RunOutcome ShellRuntime::Run(const TaskRun& task, LogSink& logs,
       }
     }
   }
+  // Nothing the attempt started outlives it.
+  KillLeftovers(*cell);
   out.error = result.error;
   out.timed_out = result.timed_out;
   out.cancelled = result.cancelled;
   // Read, and emptied, even if the main task never ran: its pre tasks
   // know where it is, and what they wrote there is not the output.
   std::string written;
-  const bool own_output = TakeOutput(output, kMaxOutputBytes, &written);
+  const bool own_output = TakeOutput(output, kMaxOutputBytes, &written,
+                                     cell->uid >= 0 ? cell->uid : -1);
   if (main_ran) out.output = std::move(written);
-  ReturnDir(std::move(*taken), own_output);
+  ReturnDir(*cell, std::move(*taken), own_output);
+  ReturnCell(std::move(cell));
   return out;
 }
 

@@ -1,6 +1,7 @@
 // drover-worker: runs tasks for a drover scheduler. See the spec and
 // docs/DEPLOY.md.
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <csignal>
@@ -44,6 +45,16 @@ CLI::Validator QueueValidator() {
         return "";
       },
       "NAME:SLOTS");
+}
+
+// Whether a process of this worker's user, without its supplementary
+// groups (as shell tasks run), may connect to the socket at `path`.
+bool TasksReachSocket(const std::string& path) {
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0) return geteuid() == 0;
+  if (geteuid() == 0 || st.st_uid == geteuid()) return true;
+  if (st.st_gid == getegid() && (st.st_mode & 060) == 060) return true;
+  return (st.st_mode & 06) == 06;
 }
 
 std::string DefaultName() {
@@ -131,6 +142,10 @@ int main(int argc, char** argv) {
                  "output kept of an attempt; past it, a marker line and the "
                  "task goes on")
       ->capture_default_str();
+  std::string shell_uids;
+  app.add_option("--shell-uids", shell_uids,
+                 "a uid range such as 61000-61063: each shell slot runs its "
+                 "tasks as its own uid from it (default: the worker's user)");
   app.add_option("--docker-socket", docker_socket, "Docker Engine API socket")
       ->capture_default_str();
   app.add_option("--docker-output", docker_output,
@@ -261,7 +276,31 @@ int main(int argc, char** argv) {
   std::map<std::string, std::unique_ptr<Runtime>> rts;
   for (const std::string& r : runtimes) {
     if (r == "shell") {
-      rts[r] = std::make_unique<ShellRuntime>(work_dir);
+      ShellRuntimeOptions options;
+      options.work_dir = work_dir;
+      if (!shell_uids.empty()) {
+        auto range = ParseUidRange(shell_uids);
+        if (!range.ok()) {
+          return usage("--shell-uids: " + range.status().message());
+        }
+        options.uids = *range;
+      }
+      options.slots = 0;  // the sum of the queues' slots
+      for (const auto& [q, n] : o.queues) options.slots += n;
+      auto shell = std::make_unique<ShellRuntime>(std::move(options));
+      std::vector<std::string> notes;
+      if (Status st = shell->Start(&notes); !st.ok()) {
+        return usage("--runtime shell: " + st.message());
+      }
+      for (const std::string& n : notes) spdlog::warn("{}", n);
+      if (shell_uids.empty() && TasksReachSocket(docker_socket)) {
+        spdlog::warn(
+            "shell tasks run as this worker's user, which can use the Docker "
+            "socket {} (and so is as good as root on this host): set "
+            "shell_uids, or run the worker as a user that cannot",
+            docker_socket);
+      }
+      rts[r] = std::move(shell);
     } else if (r == "docker") {
       DockerRuntimeOptions options;
       options.socket_path = docker_socket;
