@@ -16,6 +16,7 @@ want=(
   python3 python3-zmq python3-msgpack
   systemd
   git curl
+  iproute2 tcpdump
 )
 if [[ "${1:-}" == "--docker" ]]; then
   want+=(docker.io busybox-static docker-registry)
