@@ -22,6 +22,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       {"heartbeat-interval", ConfigKind::kDuration},
       {"heartbeat-liveness", ConfigKind::kInteger},
       {"queue", ConfigKind::kStringList},
+      {"insecure", ConfigKind::kBool},
+      {"default-limits", ConfigKind::kTable},
   };
   drover::ConfigFile file = drover::ReadConfigFile(path, keys);
   for (const auto& d : file.errors) (void)d.ToString();

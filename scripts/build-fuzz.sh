@@ -36,4 +36,7 @@ build credentials_fuzz fuzz/credentials_fuzz.cc -Isrc src/keys.cc \
   $toml_lua $zmq -lspdlog -lfmt -lpthread
 build secrets_fuzz fuzz/secrets_fuzz.cc -Isrc src/secret_box.cc src/keys.cc \
   "${jobs[@]}" src/status.cc $toml_lua $zmq $sodium
-echo "fuzz: targets in $out/: job_file_fuzz config_fuzz frame_fuzz docker_stream_fuzz http_response_fuzz direct_argv_fuzz credentials_fuzz secrets_fuzz" >&2
+build policy_fuzz fuzz/policy_fuzz.cc src/policy.cc workers/shell_runtime.cc \
+  workers/process_spawn.cc workers/cgroup.cc "${jobs[@]}" src/status.cc \
+  $toml_lua
+echo "fuzz: targets in $out/: job_file_fuzz config_fuzz frame_fuzz docker_stream_fuzz http_response_fuzz direct_argv_fuzz credentials_fuzz secrets_fuzz policy_fuzz" >&2
