@@ -320,4 +320,51 @@ TEST_CASE("Systemd.UnitFilesPassSystemdAnalyzeVerify") {
   fs::remove_all(dir, ec);
 }
 
+// systemd's own measure of how exposed a service is (0 to 10, lower is
+// better), offline on the units as shipped: droverd at most 2.0, the
+// worker (which runs other people's shell tasks) at most 4.5, also with the
+// drop-in its unit names for shell_uids.
+TEST_CASE("Systemd.UnitsAreHardened") {
+  const std::string analyze = "/usr/bin/systemd-analyze";
+  REQUIRE(fs::exists(analyze));
+  char tmpl[] = "/tmp/drover-units-XXXXXX";
+  REQUIRE(mkdtemp(tmpl) != nullptr);
+  const std::string dir = tmpl;
+  const std::string bin_dir = fs::path(BuildPath("droverd")).parent_path();
+  auto exposure = [&](const std::string& name, std::string text) {
+    text = std::regex_replace(text, std::regex("/usr/local/bin"), bin_dir);
+    WriteFile(dir + "/" + name, text);
+    CommandResult r = RunCommand(
+        {analyze, "security", "--offline=true", dir + "/" + name});
+    std::smatch m;
+    const std::string all = r.out + r.err;
+    REQUIRE_MESSAGE(std::regex_search(all, m,
+                                      std::regex("Overall exposure level for "
+                                                 "[^:]+: ([0-9.]+)")),
+                    all);
+    MESSAGE(name << ": " << m[1]);
+    return std::stod(m[1]);
+  };
+  const std::string worker =
+      ReadFile(SourcePath("config/systemd/drover-worker@.service"));
+  CHECK(exposure("droverd.service",
+                 ReadFile(SourcePath("config/systemd/droverd.service"))) <= 2.0);
+  CHECK(exposure("drover-worker@a.service", worker) <= 4.5);
+  // The drop-in for shell_uids, as the unit's comment gives it.
+  std::smatch caps;
+  REQUIRE(std::regex_search(worker, caps,
+                            std::regex("#   (AmbientCapabilities=[^\n]+)\n"
+                                       "#   (CapabilityBoundingSet=[^\n]+)")));
+  std::string uids = std::regex_replace(
+      worker, std::regex("\nAmbientCapabilities=CAP_SETGID"),
+      "\n" + caps[1].str());
+  uids = std::regex_replace(uids,
+                            std::regex("\nCapabilityBoundingSet=CAP_SETGID"),
+                            "\n" + caps[2].str());
+  CHECK(uids != worker);
+  CHECK(exposure("drover-worker@u.service", uids) <= 4.5);
+  std::error_code ec;
+  fs::remove_all(dir, ec);
+}
+
 }  // namespace drover::testing
