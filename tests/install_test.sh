@@ -66,7 +66,7 @@ for f in droverd.toml worker.toml demo.toml; do
   check "example $f identical to the source's" \
     cmp -s "$doc/examples/$f" "$(dirname "$0")/../$( [ "$f" = demo.toml ] && echo examples || echo config)/$f"
 done
-for f in README.md DEPLOY.md JOBS.md PROTOCOL.md STORE.md DOCKER.md; do
+for f in README.md DEPLOY.md JOBS.md PROTOCOL.md STORE.md DOCKER.md SECURITY.md; do
   check "doc $f installed" test -s "$doc/$f"
 done
 
