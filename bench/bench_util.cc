@@ -176,9 +176,36 @@ Status Daemon::Start(bool wait_ready) {
   return WaitReady(30s);
 }
 
+Status Daemon::EnableAuth() {
+  const std::string auth = dir_ + "/auth";
+  for (const char* folder : {"clients", "readers", "workers"}) {
+    std::filesystem::create_directories(auth + "/" + folder);
+  }
+  auto server = NewKeyPair();
+  auto client = NewKeyPair();
+  auto worker = NewKeyPair();
+  if (!server.ok() || !client.ok() || !worker.ok()) {
+    return Status::Internal("cannot make key pairs");
+  }
+  for (const auto& [path, pair] :
+       {std::pair<std::string, const KeyPair&>{auth + "/server.key", *server},
+        {auth + "/clients/bench.key", *client},
+        {auth + "/workers/bench.key", *worker}}) {
+    if (Status s = WriteKeyPair(path, pair); !s.ok()) return s;
+  }
+  // The secret halves are not keys to list.
+  std::filesystem::remove(auth + "/clients/bench.key");
+  std::filesystem::remove(auth + "/workers/bench.key");
+  client_keys_ = ClientKeys{*client, server->public_key};
+  worker_keys_ = ClientKeys{*worker, server->public_key};
+  extra_flags_.push_back("--auth");
+  extra_flags_.push_back(auth);
+  return Status::Ok();
+}
+
 Status Daemon::WaitReady(std::chrono::milliseconds timeout) {
   const auto deadline = Clock::now() + timeout;
-  Client client(api(), 200ms);
+  Client client(api(), 200ms, client_keys_);
   while (Clock::now() < deadline) {
     if (client.Call<WorkersReply>(WorkersRequest{}).ok()) return Status::Ok();
     if (!process_->Running()) {
@@ -215,7 +242,7 @@ std::unique_ptr<Process> Daemon::StartWorker(const std::string& name,
 Status Daemon::WaitWorkerReady(const std::string& name,
                                std::chrono::milliseconds timeout) {
   const auto deadline = Clock::now() + timeout;
-  Client client(api(), 2s);
+  Client client(api(), 2s, client_keys_);
   while (Clock::now() < deadline) {
     auto reply = client.Call<WorkersReply>(WorkersRequest{});
     if (reply.ok()) {
@@ -230,8 +257,10 @@ Status Daemon::WaitWorkerReady(const std::string& name,
 
 // ---------------------------------------------------------------- Submitter
 
-Submitter::Submitter(zmq::context_t& ctx, const std::string& api)
+Submitter::Submitter(zmq::context_t& ctx, const std::string& api,
+                     const std::optional<ClientKeys>& keys)
     : socket_(ctx, zmq::socket_type::dealer) {
+  if (keys) UseClientKeys(socket_, *keys);
   socket_.set(zmq::sockopt::linger, 0);
   socket_.set(zmq::sockopt::sndhwm, 0);
   socket_.set(zmq::sockopt::rcvhwm, 0);

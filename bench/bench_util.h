@@ -14,10 +14,12 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 #include <zmq.hpp>
 
+#include "drover/keys.h"
 #include "drover/protocol.h"
 #include "drover/status.h"
 
@@ -95,6 +97,13 @@ class Daemon {
   std::string api() const { return "ipc://" + dir_ + "/api"; }
   std::string tasks() const { return "ipc://" + dir_ + "/tasks"; }
   std::string heartbeat() const { return "ipc://" + dir_ + "/heartbeat"; }
+  // Before Start: droverd runs with --auth (CURVE on every socket) in
+  // dir/auth, which holds a client key and a worker key that every client
+  // and worker of this daemon then uses.
+  Status EnableAuth();
+  // The keys to connect with: none without EnableAuth.
+  const std::optional<ClientKeys>& client_keys() const { return client_keys_; }
+  const std::optional<ClientKeys>& worker_keys() const { return worker_keys_; }
   // Starts a real drover-worker connected to this daemon.
   std::unique_ptr<Process> StartWorker(const std::string& name,
                                        std::vector<std::string> flags);
@@ -106,6 +115,7 @@ class Daemon {
   const Setup& setup_;
   std::string dir_;
   std::vector<std::string> extra_flags_;
+  std::optional<ClientKeys> client_keys_, worker_keys_;
   std::unique_ptr<Process> process_;
   int starts_ = 0;
 };
@@ -114,7 +124,8 @@ class Daemon {
 // droverd stores them in few commits (as many clients would).
 class Submitter {
  public:
-  Submitter(zmq::context_t& ctx, const std::string& api);
+  Submitter(zmq::context_t& ctx, const std::string& api,
+            const std::optional<ClientKeys>& keys = std::nullopt);
   // Submits every source, at most `window` unanswered at once. The job ids
   // in order, or the first error.
   Result<std::vector<std::string>> SubmitAll(

@@ -65,6 +65,10 @@ void BenchWorker::Loop(std::stop_token stop) {
   dealer.set(zmq::sockopt::sndhwm, 0);
   dealer.set(zmq::sockopt::rcvhwm, 0);
   hb.set(zmq::sockopt::linger, 0);
+  if (options_.keys) {
+    UseClientKeys(dealer, *options_.keys);
+    UseClientKeys(hb, *options_.keys);
+  }
   dealer.connect(options_.tasks);
   hb.connect(options_.heartbeat);
   const char subscribe_all = 1;

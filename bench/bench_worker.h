@@ -22,10 +22,12 @@
 #include <cstdint>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <zmq.hpp>
 
+#include "drover/keys.h"
 #include "drover/protocol.h"
 
 namespace drover::bench {
@@ -37,6 +39,7 @@ struct BenchWorkerOptions {
   std::string queue = "default";
   uint32_t slots = 64;
   std::chrono::milliseconds heartbeat_interval{1000};
+  std::optional<ClientKeys> keys;  // CURVE, for a droverd with --auth
 };
 
 // Acknowledged results across a pool of bench workers, with a wait that

@@ -54,6 +54,11 @@
 //   rss        VmRSS of a fresh idle droverd, and of an idle real worker
 //              (shell and Docker runtimes) connected to it.
 //                                   -> rss_idle_kib, worker_rss_idle_kib
+//   curve      overhead and latency again with CURVE on every socket
+//              (droverd --auth, every client and bench worker with keys):
+//              -> overhead_curve_tasks_per_s, dispatch_latency_curve_p50_us,
+//                 dispatch_latency_curve_p99_us, and curve_throughput_ratio
+//                 (of overhead_tasks_per_s, when both ran)
 //   backlog    overhead throughput measured while 1,000 tasks are queued
 //              ahead, then while 1,000,000 are (quick: 100,000): the backlog
 //              is submitted before the bench workers connect (then the
@@ -154,8 +159,9 @@ struct Options {
   Setup setup;
 };
 
-const char* const kWorkloads[] = {"overhead", "shell",   "docker", "latency",
-                                  "requeue",  "restart", "rss",    "backlog"};
+const char* const kWorkloads[] = {"overhead", "shell",   "docker",
+                                  "latency",  "curve",   "requeue",
+                                  "restart",  "rss",     "backlog"};
 
 // "2026-11-23T16:25:42.067Z" -> ms since the epoch; 0 if it does not parse.
 TimeMs ParseRfc3339(const std::string& s) {
@@ -206,6 +212,7 @@ class Pool {
     for (size_t i = 0; i < n; ++i) {
       BenchWorkerOptions o;
       o.name = "bench-" + std::to_string(i);
+      o.keys = d.worker_keys();
       o.tasks = d.tasks();
       o.heartbeat = d.heartbeat();
       o.slots = slots;
@@ -254,7 +261,7 @@ class Pool {
 // Checks with `status` that each job is COMPLETED with every task.
 Status CheckCompleted(Daemon& d, const std::vector<std::string>& ids,
                       size_t* tasks_out = nullptr) {
-  Client client(d.api(), 60s);
+  Client client(d.api(), 60s, d.client_keys());
   size_t tasks = 0;
   for (const std::string& id : ids) {
     StatusRequest req;
@@ -288,9 +295,17 @@ std::vector<std::string> ShellJobs(const std::string& prefix, size_t tasks,
 
 // ---------------------------------------------------------------- overhead
 
-Status Overhead(const Options& o, const Counts& c) {
-  ScratchDir dir("overhead");
+// overhead_tasks_per_s of this run, for the CURVE ratio; 0: not measured.
+double g_plain_overhead = 0;
+
+// With `curve`, droverd runs with --auth and everything connects with keys;
+// the figures' names say so.
+Status OverheadRun(const Options& o, const Counts& c, bool curve) {
+  ScratchDir dir(curve ? "overhead-curve" : "overhead");
   Daemon d(o.setup, dir.path());
+  if (curve) {
+    if (Status s = d.EnableAuth(); !s.ok()) return s;
+  }
   if (Status s = d.Start(); !s.ok()) return s;
   zmq::context_t ctx(2);
   Pool pool(ctx, d, c.bench_workers, c.bench_slots);
@@ -301,7 +316,7 @@ Status Overhead(const Options& o, const Counts& c) {
        std::to_string(sources.size()) + " jobs, " +
        std::to_string(c.bench_workers) + " bench workers x " +
        std::to_string(c.bench_slots) + " slots");
-  Submitter submitter(ctx, d.api());
+  Submitter submitter(ctx, d.api(), d.client_keys());
   const double cpu0 = CpuSecondsOf(d.process()->pid());
   const double self0 = CpuSecondsOf(getpid());
   // As a client feeding a queue would: the next job goes in while fewer
@@ -338,9 +353,22 @@ Status Overhead(const Options& o, const Counts& c) {
                 submitted_s, secs, cpu, cpu * 1e6 / c.overhead_tasks, self,
                 static_cast<unsigned long long>(d.process()->RssKib()));
   Note(buf);
-  Figure("overhead_tasks_per_s", c.overhead_tasks / secs, "tasks/s");
+  const double per_s = c.overhead_tasks / secs;
+  if (!curve) {
+    g_plain_overhead = per_s;
+    Figure("overhead_tasks_per_s", per_s, "tasks/s");
+  } else {
+    Figure("overhead_curve_tasks_per_s", per_s, "tasks/s");
+    if (g_plain_overhead > 0) {
+      Figure("curve_throughput_ratio", per_s / g_plain_overhead, "x");
+    }
+  }
   pool.Stop();
   return Status::Ok();
+}
+
+Status Overhead(const Options& o, const Counts& c) {
+  return OverheadRun(o, c, false);
 }
 
 // ------------------------------------------------------------------- shell
@@ -512,10 +540,13 @@ Status Docker(const Options& o, const Counts& c) {
 
 // ----------------------------------------------------------------- latency
 
-Status Latency(const Options& o, const Counts& c) {
-  ScratchDir dir("latency");
-  NoteFsyncLatency(dir.path());
+Status LatencyRun(const Options& o, const Counts& c, bool curve) {
+  ScratchDir dir(curve ? "latency-curve" : "latency");
+  if (!curve) NoteFsyncLatency(dir.path());
   Daemon d(o.setup, dir.path());
+  if (curve) {
+    if (Status s = d.EnableAuth(); !s.ok()) return s;
+  }
   if (Status s = d.Start(); !s.ok()) return s;
   std::mutex mu;
   std::condition_variable cv;
@@ -527,7 +558,7 @@ Status Latency(const Options& o, const Counts& c) {
     cv.notify_all();
   });
   if (Status s = pool.Start(); !s.ok()) return s;
-  Client client(d.api(), 10s);
+  Client client(d.api(), 10s, d.client_keys());
   const std::string source = ShellJob("latency", 1, "true");
   std::vector<double> us;
   for (size_t i = 0; i < c.latency_jobs; ++i) {
@@ -551,10 +582,21 @@ Status Latency(const Options& o, const Counts& c) {
   Note("latency: " + std::to_string(us.size()) +
        " one-task jobs, one at a time; max " +
        std::to_string(static_cast<int>(Percentile(us, 100))) + " us");
-  Figure("dispatch_latency_p50_us", Percentile(us, 50), "us");
-  Figure("dispatch_latency_p99_us", Percentile(us, 99), "us");
+  const std::string name = curve ? "dispatch_latency_curve" : "dispatch_latency";
+  Figure(name + "_p50_us", Percentile(us, 50), "us");
+  Figure(name + "_p99_us", Percentile(us, 99), "us");
   pool.Stop();
   return Status::Ok();
+}
+
+Status Latency(const Options& o, const Counts& c) {
+  return LatencyRun(o, c, false);
+}
+
+// The throughput and latency workloads with CURVE on every socket.
+Status Curve(const Options& o, const Counts& c) {
+  if (Status s = OverheadRun(o, c, true); !s.ok()) return s;
+  return LatencyRun(o, c, true);
 }
 
 // ----------------------------------------------------------------- requeue
@@ -954,6 +996,7 @@ int Main(int argc, char** argv) {
   const std::pair<const char*, Status (*)(const Options&, const Counts&)>
       runs[] = {{"overhead", Overhead}, {"shell", Shell},
                 {"docker", Docker},     {"latency", Latency},
+                {"curve", Curve},
                 {"requeue", Requeue},   {"restart", Restart},
                 {"rss", Rss},           {"backlog", Backlog}};
   int failed = 0;
