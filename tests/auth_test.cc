@@ -380,3 +380,54 @@ TEST_CASE("Security.ShellRuntimeNeverLendsTheWorkersGroups") {
 }
 
 }  // namespace drover::testing
+
+namespace drover::testing {
+
+// droverd and the worker hold secrets in memory: they cannot dump core,
+// and, not being dumpable, their /proc files are root's, not their user's
+// (so a shell task of the same user cannot read their environment or
+// attach a debugger). Run as nobody, which root would mask.
+TEST_CASE("Security.DaemonsAreNotDumpable") {
+  Cluster c;
+  fs::permissions(c.dir(), fs::perms::all);
+  const std::vector<std::string> as_nobody = {
+      "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"};
+  std::vector<std::string> d = as_nobody;
+  for (const std::string& a :
+       {BuildPath("droverd"), std::string("--data-dir"), c.dir() + "/nd",
+        std::string("--api"), "ipc://" + c.dir() + "/napi",
+        std::string("--tasks"), "ipc://" + c.dir() + "/ntasks",
+        std::string("--heartbeat"), "ipc://" + c.dir() + "/nhb"}) {
+    d.push_back(a);
+  }
+  Process droverd(d, c.dir() + "/nobody-droverd.log");
+  std::vector<std::string> w = as_nobody;
+  for (const std::string& a :
+       {BuildPath("drover-worker"), std::string("--runtime"),
+        std::string("shell"), std::string("--tasks"),
+        "ipc://" + c.dir() + "/ntasks", std::string("--heartbeat"),
+        "ipc://" + c.dir() + "/nhb", std::string("--work-dir"),
+        c.dir() + "/nw"}) {
+    w.push_back(a);
+  }
+  Process worker(w, c.dir() + "/nobody-worker.log");
+  REQUIRE(Cluster::Eventually([&] {
+    return ReadFile(c.dir() + "/nobody-droverd.log").find("serving") !=
+               std::string::npos &&
+           ReadFile(c.dir() + "/nobody-worker.log").find("connecting") !=
+               std::string::npos;
+  }, 10s));
+  for (Process* p : {&droverd, &worker}) {
+    const std::string proc = "/proc/" + std::to_string(p->pid());
+    struct stat st;
+    REQUIRE(stat(proc.c_str(), &st) == 0);
+    CHECK(ReadFile(proc + "/status").find("Uid:\t65534") != std::string::npos);
+    REQUIRE(stat((proc + "/environ").c_str(), &st) == 0);
+    CHECK(st.st_uid == 0u);  // a dumpable process's would be 65534's
+    CHECK(ReadFile(proc + "/limits").find(
+              "Max core file size        0                    0") !=
+          std::string::npos);
+  }
+}
+
+}  // namespace drover::testing

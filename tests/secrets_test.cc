@@ -82,6 +82,11 @@ TEST_CASE("Secrets.NeverKeptInClearAndOpenedAgainAfterACrash") {
   REQUIRE(Cluster::Eventually(
       [&] { return fs::exists(inbox + "/processed/watched.toml.job"); }));
   const std::string kept = ReadFile(inbox + "/processed/watched.toml");
+  // What was submitted is droverd's alone.
+  for (const char* sub : {"/processed", "/failed"}) {
+    CHECK((fs::status(inbox + sub).permissions() &
+           (fs::perms::group_all | fs::perms::others_all)) == fs::perms::none);
+  }
   CHECK(kept.find(kSecret) == std::string::npos);
   CHECK(kept.find("TOKEN = \"\"  # kept") != std::string::npos);
   std::string watched_id = ReadFile(inbox + "/processed/watched.toml.job");
