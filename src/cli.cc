@@ -151,6 +151,21 @@ CLI::Validator EndpointValidator() {
       "ENDPOINT");
 }
 
+void AddKeyOptions(CLI::App& app, const std::string& who, std::string* key,
+                   std::string* server_key) {
+  const char* env_key = std::getenv("DROVER_KEY");
+  const char* env_server_key = std::getenv("DROVER_SERVER_KEY");
+  *key = env_key ? env_key : "";
+  *server_key = env_server_key ? env_server_key : "";
+  app.add_option("--key", *key,
+                 "this " + who +
+                     "'s secret key file, for a scheduler that requires keys "
+                     "(or $DROVER_KEY)");
+  app.add_option("--server-key", *server_key,
+                 "the scheduler's public key file, which the " + who +
+                     " pins (or $DROVER_SERVER_KEY)");
+}
+
 void ProtectProcessMemory() {
   const rlimit none = {0, 0};
   setrlimit(RLIMIT_CORE, &none);

@@ -162,15 +162,8 @@ int main(int argc, char** argv) {
   app.add_option("--request-timeout", timeout_text,
                  "how long one request may wait for the scheduler")
       ->capture_default_str();
-  const char* env_key = std::getenv("DROVER_KEY");
-  const char* env_server_key = std::getenv("DROVER_SERVER_KEY");
-  std::string key_file = env_key ? env_key : "";
-  std::string server_key_file = env_server_key ? env_server_key : "";
-  app.add_option("--key", key_file,
-                 "this client's secret key file, for a scheduler with "
-                 "--auth (or $DROVER_KEY)");
-  app.add_option("--server-key", server_key_file,
-                 "the scheduler's public key file (or $DROVER_SERVER_KEY)");
+  std::string key_file, server_key_file;
+  AddKeyOptions(app, "client", &key_file, &server_key_file);
 
   std::string file, job_id, state_filter, task, wait_timeout;
   std::vector<std::string> inputs;

@@ -124,39 +124,49 @@ bool IsRootUser(std::string_view user) {
   return who.find_first_not_of('0') == std::string_view::npos;
 }
 
-Status CheckTask(const ContainerPolicy& policy, const TaskSpec& task) {
-  auto one = [&](const TaskSpec& t, std::string_view what) {
-    const std::string& image = t.image.empty() ? task.image : t.image;
-    return CheckOne(policy, what, image, !IsTemplate(image), t.network,
-                    t.limits.cpus, t.limits.memory_bytes, t.limits.pids,
-                    t.cap_add);
-  };
-  if (Status s = one(task, ""); !s.ok()) return s;
+namespace {
+
+// A task and its pre and post tasks, each checked by `one(t, image, what)`
+// with the image it runs (its own, or the task's).
+template <typename T, typename One>
+Status CheckWithHooks(const T& task, const std::string& (*name)(const T&),
+                      One one) {
+  if (Status s = one(task, task.image, ""); !s.ok()) return s;
   for (const auto* hooks : {&task.pre, &task.post}) {
-    for (const TaskSpec& h : *hooks) {
+    for (const T& h : *hooks) {
       const std::string what = std::string(hooks == &task.pre ? "pre" : "post") +
-                               " task '" + h.name + "'";
-      if (Status s = one(h, what); !s.ok()) return s;
+                               " task '" + name(h) + "'";
+      if (Status s = one(h, h.image.empty() ? task.image : h.image, what);
+          !s.ok()) {
+        return s;
+      }
     }
   }
   return Status::Ok();
 }
 
+const std::string& SpecName(const TaskSpec& t) { return t.name; }
+const std::string& RunName(const TaskRun& t) { return t.task_name; }
+
+}  // namespace
+
+Status CheckTask(const ContainerPolicy& policy, const TaskSpec& task) {
+  return CheckWithHooks(
+      task, &SpecName,
+      [&](const TaskSpec& t, const std::string& image, std::string_view what) {
+        return CheckOne(policy, what, image, !IsTemplate(image), t.network,
+                        t.limits.cpus, t.limits.memory_bytes, t.limits.pids,
+                        t.cap_add);
+      });
+}
+
 Status CheckTask(const ContainerPolicy& policy, const TaskRun& task) {
-  auto one = [&](const TaskRun& t, std::string_view what) {
-    const std::string& image = t.image.empty() ? task.image : t.image;
-    return CheckOne(policy, what, image, true, t.network, t.cpus,
-                    t.memory_bytes, t.pids, t.cap_add);
-  };
-  if (Status s = one(task, ""); !s.ok()) return s;
-  for (const auto* hooks : {&task.pre, &task.post}) {
-    for (const TaskRun& h : *hooks) {
-      const std::string what = std::string(hooks == &task.pre ? "pre" : "post") +
-                               " task '" + h.task_name + "'";
-      if (Status s = one(h, what); !s.ok()) return s;
-    }
-  }
-  return Status::Ok();
+  return CheckWithHooks(
+      task, &RunName,
+      [&](const TaskRun& t, const std::string& image, std::string_view what) {
+        return CheckOne(policy, what, image, true, t.network, t.cpus,
+                        t.memory_bytes, t.pids, t.cap_add);
+      });
 }
 
 WireLimits EffectiveLimits(const ContainerPolicy& policy,

@@ -84,16 +84,8 @@ int main(int argc, char** argv) {
   app.add_option("--heartbeat", o.heartbeat, "scheduler's heartbeat channel")
       ->capture_default_str()
       ->check(EndpointValidator());
-  const char* env_key = std::getenv("DROVER_KEY");
-  const char* env_server_key = std::getenv("DROVER_SERVER_KEY");
-  std::string key_file = env_key ? env_key : "";
-  std::string server_key_file = env_server_key ? env_server_key : "";
-  app.add_option("--key", key_file,
-                 "this worker's secret key file, for a scheduler that "
-                 "requires keys (or $DROVER_KEY)");
-  app.add_option("--server-key", server_key_file,
-                 "the scheduler's public key file, which the worker pins (or "
-                 "$DROVER_SERVER_KEY)");
+  std::string key_file, server_key_file;
+  AddKeyOptions(app, "worker", &key_file, &server_key_file);
   app.add_option("--name", o.name, "worker id (default: hostname-pid)");
   app.add_option("--queue", queues,
                  "NAME:SLOTS, repeatable (default: default:<cores>)")

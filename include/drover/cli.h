@@ -50,6 +50,12 @@ CLI::Validator EndpointValidator();
 // "tcp://*:7700" and "tcp://0.0.0.0:7700" listen on every interface.
 bool IsLocalEndpoint(std::string_view endpoint);
 
+// Adds --key and --server-key (defaulting to $DROVER_KEY and
+// $DROVER_SERVER_KEY), the key files of a client or a worker; `who` names
+// the program in the help ("client", "worker").
+void AddKeyOptions(CLI::App& app, const std::string& who, std::string* key,
+                   std::string* server_key);
+
 // Keeps secrets in this process's memory out of reach: no core dumps
 // (RLIMIT_CORE 0, and not dumpable, which also keeps processes of the same
 // user, such as shell tasks, from reading /proc/PID/environ or attaching
