@@ -36,8 +36,8 @@ void Allowlist::Add(std::string_view folder, const std::string& name,
   }
 }
 
-const Principal* Allowlist::Find(std::string_view key) const {
-  auto it = keys_.find(std::string(key));
+const Principal* Allowlist::Find(const std::string& key) const {
+  auto it = keys_.find(key);
   return it == keys_.end() ? nullptr : &it->second;
 }
 

@@ -50,7 +50,7 @@ class Allowlist {
   // Adds `key` (Z85) under `folder` ("clients", "readers" or "workers").
   void Add(std::string_view folder, const std::string& name,
            const std::string& key);
-  const Principal* Find(std::string_view key) const;
+  const Principal* Find(const std::string& key) const;
   size_t size() const { return keys_.size(); }
   // How many keys each folder lists, for logs.
   size_t clients() const { return clients_; }

@@ -35,6 +35,8 @@ class AuthDir {
 
   const KeyPair& server_key() const { return server_key_; }
   std::shared_ptr<const Allowlist> allowlist() const { return list_; }
+  // The same, for a look-up on the loop's thread (no reference counting).
+  const Allowlist& list() const { return *list_; }
   // The inotify descriptor: readable when a folder changed.
   int fd() const { return fd_; }
   // After fd() polled readable: reads its events and the allowlists again.

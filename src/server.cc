@@ -197,7 +197,7 @@ Status Server::SetUpAuth() {
 
 Status Server::Authorize(std::string_view type, const std::string& key) const {
   if (!auth_) return Status::Ok();
-  const Principal* p = auth_->allowlist()->Find(key);
+  const Principal* p = auth_->list().Find(key);
   if (p == nullptr || !(p->client || p->reader)) {
     return Status::PermissionDenied(
         "authentication refused: this key is no longer allowed to use the "
@@ -216,7 +216,7 @@ Status Server::Authorize(std::string_view type, const std::string& key) const {
 
 bool Server::IsWorkerKey(const std::string& key) const {
   if (!auth_) return true;
-  const Principal* p = auth_->allowlist()->Find(key);
+  const Principal* p = auth_->list().Find(key);
   return p != nullptr && p->worker;
 }
 
@@ -950,11 +950,11 @@ void Server::HandleWorker(const std::vector<std::string>& frames,
   }
   auto frame = Frame::Parse(frames[1]);
   auto bound = link_worker_.find(link);
-  const std::string who =
-      bound != link_worker_.end() ? "worker " + bound->second
-                                  : "a worker connection";
   auto answer_error = [&](const Status& st) {
-    spdlog::warn("{}: message refused: {}", who, st.message());
+    spdlog::warn("{}: message refused: {}",
+                 bound != link_worker_.end() ? "worker " + bound->second
+                                             : "a worker connection",
+                 st.message());
     SendToLink(link, ErrorFrame(0, st));
   };
   if (!frame.ok()) return answer_error(frame.status());
