@@ -2,6 +2,7 @@
 #include "drover/policy.h"
 
 #include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/inotify.h>
 
 #include <fcntl.h>
@@ -592,26 +593,36 @@ StepResult DockerRuntime::Attempt::RunContainer(
              std::string(std::strerror(errno)));
         return;
       }
-      char events[4096];
-      while (!done.stop_requested()) {
-        pollfd p = {in, POLLIN, 0};
-        ::poll(&p, 1, 100);
-        while (::read(in, events, sizeof events) > 0) {
-        }
-        struct stat st {};
-        if (::fstat(fd, &st) != 0 || st.st_size <= kMaxOutputFileBytes) {
-          continue;
-        }
-        (void)!::ftruncate(fd, 0);
-        if (!output_over.exchange(true)) {
-          Note("the output file grew past " +
-               std::to_string(kMaxOutputFileBytes) +
-               " bytes: emptied, and the " + std::string(what) + " stopped");
-          (void)client_.ContainerKill(id, "SIGKILL");
+      // Woken at once when the container is done, not at the next tick.
+      const int wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+      {
+        // Unregistered before `wake` is closed.
+        std::stop_callback on_done(done, [wake] {
+          const uint64_t one = 1;
+          (void)!::write(wake, &one, sizeof one);
+        });
+        char events[4096];
+        while (!done.stop_requested()) {
+          pollfd p[] = {{in, POLLIN, 0}, {wake, POLLIN, 0}};
+          ::poll(p, wake >= 0 ? 2 : 1, 100);
+          while (::read(in, events, sizeof events) > 0) {
+          }
+          struct stat st {};
+          if (::fstat(fd, &st) != 0 || st.st_size <= kMaxOutputFileBytes) {
+            continue;
+          }
+          (void)!::ftruncate(fd, 0);
+          if (!output_over.exchange(true)) {
+            Note("the output file grew past " +
+                 std::to_string(kMaxOutputFileBytes) + " bytes: emptied, and the " +
+                 std::string(what) + " stopped");
+            (void)client_.ContainerKill(id, "SIGKILL");
+          }
         }
       }
       ::close(fd);
       ::close(in);
+      if (wake >= 0) ::close(wake);
     });
   }
 

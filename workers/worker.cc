@@ -36,7 +36,7 @@ class ForwardingSink final : public LogSink {
         left_ = 0;
         WriteLocked(stream, data);
         Emit('s', "output over max_log_bytes (" +
-                      std::to_string(max_bytes()) +
+                      std::to_string(max_bytes_) +
                       " bytes); the rest of it is dropped\n");
         return;
       }
@@ -53,7 +53,6 @@ class ForwardingSink final : public LogSink {
   }
 
  private:
-  int64_t max_bytes() const { return max_bytes_; }
   void WriteLocked(char stream, std::string_view data) {
     std::string& pending = pending_[stream];
     pending.append(data);
