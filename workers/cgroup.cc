@@ -68,7 +68,7 @@ void KillProcs(const std::string& dir) {
   for (pid_t pid; procs >> pid;) kill(pid, SIGKILL);
 }
 
-// Removes drover-PID-N cgroups whose worker process is gone.
+// Removes drover-PID-... cgroups whose worker process is gone.
 void RemoveStale(const std::string& root) {
   DIR* d = opendir(root.c_str());
   if (d == nullptr) return;
@@ -143,9 +143,9 @@ Result<CgroupRoot> CgroupRoot::Open() {
   return CgroupRoot(std::move(root));
 }
 
-Result<std::unique_ptr<Cgroup>> CgroupRoot::Make(int n) const {
-  const std::string path =
-      path_ + "/drover-" + std::to_string(getpid()) + "-" + std::to_string(n);
+Result<std::unique_ptr<Cgroup>> CgroupRoot::Make(int r, int n) const {
+  const std::string path = path_ + "/drover-" + std::to_string(getpid()) +
+                           "-" + std::to_string(r) + "-" + std::to_string(n);
   if (mkdir(path.c_str(), 0755) != 0 && errno != EEXIST) {
     return Status::IOError("cannot make the cgroup " + path + ": " +
                            strerror(errno));

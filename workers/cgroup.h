@@ -3,7 +3,8 @@
 // execs. Whatever a task starts stays in it, a `setsid` daemon included,
 // so stop, timeout, cancel and the end of the attempt kill all of it.
 //
-// They live under the worker's own cgroup, as drover-PID-N: droverd-less
+// They live under the worker's own cgroup, as drover-PID-R-N (R: which
+// runtime of the process, N: which slot): droverd-less
 // hosts with systemd give the worker one it may write (Delegate=yes in
 // the unit); a worker run by hand as root writes its own. Where neither
 // works (no cgroup v2, no permission), the shell runtime goes without and
@@ -51,8 +52,8 @@ class CgroupRoot {
   // The worker's own cgroup v2 directory, if it can make cgroups in it;
   // else why not. Removes what a dead worker process left there.
   static Result<CgroupRoot> Open();
-  // A new cgroup for one slot: drover-PID-`n`.
-  Result<std::unique_ptr<Cgroup>> Make(int n) const;
+  // A new cgroup for slot `n` of runtime `r`: drover-PID-R-N.
+  Result<std::unique_ptr<Cgroup>> Make(int r, int n) const;
   const std::string& path() const { return path_; }
 
  private:

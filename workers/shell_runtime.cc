@@ -384,7 +384,12 @@ Result<UidRange> ParseUidRange(std::string_view text) {
 }
 
 ShellRuntime::ShellRuntime(ShellRuntimeOptions options)
-    : options_(std::move(options)), self_(geteuid()) {}
+    : options_(std::move(options)),
+      instance_([] {
+        static std::atomic<int> next{0};
+        return next++;
+      }()),
+      self_(geteuid()) {}
 
 ShellRuntime::~ShellRuntime() {
   std::error_code ec;
@@ -490,7 +495,7 @@ std::unique_ptr<ShellRuntime::Cell> ShellRuntime::TakeCell(Status* error) {
   cell->n = n;
   if (options_.uids.count > 0) cell->uid = options_.uids.first + n;
   if (cgroups_) {
-    auto cg = cgroups_->Make(n);
+    auto cg = cgroups_->Make(instance_, n);
     if (!cg.ok()) {
       *error = cg.status();
       return nullptr;

@@ -112,6 +112,7 @@ class ShellRuntime final : public Runtime {
   uid_t OwnerOf(const Cell& cell) const;
 
   ShellRuntimeOptions options_;
+  const int instance_;  // which ShellRuntime of this process (cgroup names)
   std::once_flag started_;
   Status start_status_;
   bool drop_groups_ = false;  // the worker has groups to drop, and may
