@@ -188,6 +188,9 @@ _dde_make_images() {
   fi
   local root
   root="$(mktemp -d)"
+  # mktemp makes it 0700, which the image's / would keep (with the vfs
+  # storage driver): no user but root could run anything in it.
+  chmod 0755 "$root"
   mkdir -p "$root"/{bin,etc,tmp,root,proc,sys,dev,home}
   chmod 1777 "$root/tmp"
   cp "$busybox" "$root/bin/busybox"
